@@ -1,0 +1,32 @@
+# Two entry points for a fresh machine: `make run` (the main job on the embedded
+# synthetic default) and `make test` (the test suite). Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is pinned to the releases this workplace keeps on disk; override on other machines,
+# e.g. `make TORCH_SPEC="torch torchvision" install`.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip<26.2" "setuptools>=64" wheel
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	# sam2 ships as an sdist whose build imports torch; build it against the torch above and
+	# without its optional CUDA extension (only used for mask post-processing we do not call).
+	SAM2_BUILD_CUDA=0 $(BIN)/pip install --quiet --no-build-isolation "sam2>=1.1.0"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/mlebench run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,6 @@
+"""Command-line interface (being written)."""
+import click
+
+@click.group()
+def main() -> None:
+    """mlebench."""

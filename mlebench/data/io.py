@@ -1,0 +1,102 @@
+"""Reading image and array files with errors that name the file.
+
+The reference loaders crash deep inside ``torchvision.io`` or ``cv2`` (or silently get
+``None``) on a missing or truncated file; here every failure is a :class:`DataError` that
+says which file and why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from mlebench.errors import DataError
+
+
+def read_image(path: Path, what: str = "image") -> np.ndarray:
+    """Decode an image file into ``(H, W)`` or ``(H, W, C)`` uint8 / uint16 array.
+
+    16-bit PNGs come back as uint16; everything else as uint8.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"missing {what} file: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()  # force full decode so truncation is caught here
+            if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+                return np.asarray(img, dtype=np.uint16).copy()
+            if img.mode == "I":
+                arr = np.asarray(img)
+                if arr.min() < 0 or arr.max() > 65535:
+                    raise DataError(f"{what} file {path} holds 32-bit values outside 0..65535")
+                return arr.astype(np.uint16)
+            # "P" keeps its palette indices (how palettised label files are meant to be read).
+            if img.mode not in ("L", "RGB", "RGBA", "LA", "P"):
+                img = img.convert("RGB")
+            return np.asarray(img).copy()
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"cannot read {what} file {path}: {exc}") from exc
+
+
+def to_chw3(arr: np.ndarray, path: Path, what: str = "image") -> torch.Tensor:
+    """Apply the reference channel rules: 1 channel -> repeated to 3, 4 -> first 3, 3 kept.
+
+    Returns a ``(3, H, W)`` uint8 tensor; a 16-bit image becomes float32 rescaled to the
+    0..255 range, so that every PNG modality's raw values share one scale (the corruptions
+    add noise on 0..255 values, as the paper does).
+    """
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3:
+        raise DataError(f"{what} file {path} has unexpected shape {arr.shape}")
+    channels = arr.shape[2]
+    if channels == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif channels == 4:
+        arr = arr[:, :, :3]
+    elif channels != 3:
+        raise DataError(
+            f"{what} file {path} has {channels} channels; expected 1, 3 or 4"
+        )
+    if arr.dtype == np.uint16:
+        arr = arr.astype(np.float32) * np.float32(255.0 / 65535.0)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def read_npy(path: Path, what: str = "array") -> np.ndarray:
+    """Load a ``.npy`` array (never pickled objects) as float32."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"missing {what} file: {path}")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"cannot read {what} file {path}: {exc}") from exc
+    if not np.issubdtype(arr.dtype, np.number):
+        raise DataError(f"{what} file {path} holds {arr.dtype}, not numbers")
+    return arr.astype(np.float32, copy=False)
+
+
+def resize_nearest(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize a ``(C, H, W)`` tensor of any dtype to ``size`` with nearest neighbour."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    out = F.interpolate(x[None].float(), size=size, mode="nearest")[0]
+    return out.to(x.dtype)
+
+
+def check_label_values(label: np.ndarray, allowed: np.ndarray, path: Path) -> None:
+    """Raise if ``label`` holds a value outside ``allowed`` (naming the file and values)."""
+    present = np.unique(label)
+    bad = np.setdiff1d(present, allowed)
+    if bad.size:
+        shown = ", ".join(str(int(v)) for v in bad[:10])
+        more = "" if bad.size <= 10 else f" (+{bad.size - 10} more)"
+        raise DataError(f"label file {path} holds values outside the classes and 255: {shown}{more}")

@@ -1,0 +1,69 @@
+"""Shared test fixtures: tiny data sets written in real layouts at test time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mlebench.data.deliver import deliver_file
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Keep every test away from the user's real cache directory."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLEBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("mlebench-cache")))
+    yield
+    mp.undo()
+
+
+def save_png(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+H, W = 6, 8
+
+# (weather, split, scene, frame) of every sample in the DELIVER fixture.
+DELIVER_SAMPLES = [
+    ("cloud", "train", "MAP_1_point2", "000001"),
+    ("cloud", "train", "MAP_1_point2", "000002"),
+    ("night", "train", "MAP_3_point7_overexposure", "000003"),
+    ("fog", "val", "MAP_5_point1", "000004"),
+    ("fog", "val", "MAP_5_point1_eventlowres", "000005"),
+]
+
+
+def deliver_arrays(index: int) -> dict[str, np.ndarray]:
+    """The arrays written for sample ``index`` (as stored on disk)."""
+    rng = np.random.default_rng(index)
+    label = rng.integers(1, 26, size=(H, W)).astype(np.uint8)
+    label[0, 0], label[0, 1] = 0, 255  # unlabelled, and the explicit ignore value
+    semantic = np.stack([label, np.full_like(label, 7), np.zeros_like(label)], axis=2)
+    event_size = (H // 2, W // 2) if "eventlowres" in DELIVER_SAMPLES[index][2] else (H, W)
+    return {
+        "rgb": rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8),
+        # HHA stored as RGBA: the loader keeps the first three channels.
+        "depth": rng.integers(0, 256, size=(H, W, 4), dtype=np.uint8),
+        "depth_raw": rng.integers(0, 65536, size=(H, W), dtype=np.uint16),
+        "event": rng.integers(0, 256, size=(*event_size, 3), dtype=np.uint8),
+        # LiDAR as a single channel: the loader repeats it to three.
+        "lidar": rng.integers(0, 256, size=(H, W), dtype=np.uint8),
+        "label": semantic,
+    }
+
+
+def write_deliver(root: Path) -> Path:
+    for index, (weather, split, scene, frame) in enumerate(DELIVER_SAMPLES):
+        for modality, array in deliver_arrays(index).items():
+            save_png(deliver_file(root, modality, weather, split, scene, frame), array)
+    return root
+
+
+@pytest.fixture()
+def deliver_root(tmp_path: Path) -> Path:
+    return write_deliver(tmp_path / "DELIVER")
