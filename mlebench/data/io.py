@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,14 +19,46 @@ from PIL import Image, UnidentifiedImageError
 from mlebench.errors import DataError
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_color16_png(path: Path) -> bool:
+    """True for a 16-bit-per-channel colour PNG, which Pillow silently reduces to 8 bits."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    # IHDR starts at byte 8; byte 24 is the bit depth, 25 the colour type (2 RGB, 6 RGBA).
+    return (
+        len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR"
+        and head[24] == 16 and head[25] in (2, 6)
+    )  # fmt: skip
+
+
+def _read_color16_png(path: Path, what: str) -> np.ndarray:
+    # torchvision keeps all 16 bits. Its image codecs are deprecated since 0.29 but still
+    # present; the warning would otherwise repeat for every sample.
+    from torchvision.io import ImageReadMode, decode_png
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            data = torch.from_numpy(np.frombuffer(path.read_bytes(), dtype=np.uint8).copy())
+            chw = decode_png(data, mode=ImageReadMode.UNCHANGED)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise DataError(f"cannot read {what} file {path}: {exc}") from exc
+    return chw.permute(1, 2, 0).numpy().astype(np.uint16, copy=False)
+
+
 def read_image(path: Path, what: str = "image") -> np.ndarray:
     """Decode an image file into ``(H, W)`` or ``(H, W, C)`` uint8 / uint16 array.
 
-    16-bit PNGs come back as uint16; everything else as uint8.
+    16-bit PNGs (grey or colour) come back as uint16 at full precision; everything else as
+    uint8.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"missing {what} file: {path}")
+    if _is_color16_png(path):
+        return _read_color16_png(path, what)
     try:
         with Image.open(path) as img:
             img.load()  # force full decode so truncation is caught here
