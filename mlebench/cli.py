@@ -1,6 +1,194 @@
-"""Command-line interface (being written)."""
+"""The ``mlebench`` command line.
+
+User errors (a bad path, a broken file) surface as one ``Error: ...`` line and exit status 1;
+bad options are click usage errors (exit status 2) that list the valid choices.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
 import click
 
-@click.group()
+from mlebench.errors import MlebenchError
+
+
+class _Group(click.Group):
+    """A click group that turns :class:`MlebenchError` into a clean message and exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MlebenchError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def _dataset_names() -> list[str]:
+    from mlebench.data import dataset_names
+
+    return dataset_names()
+
+
+def _parse_modalities(dataset: str, text: str | None) -> list[str] | None:
+    """``"rgb,depth"`` -> ``["rgb", "depth"]``, checked against the data set (usage error)."""
+    if text is None:
+        return None
+    from mlebench.data import dataset_info
+
+    info = dataset_info(dataset)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in info.modality_names]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown modality {', '.join(map(repr, unknown)) or '(none given)'} for {dataset}; "
+            f"choose from {', '.join(info.modality_names)}",
+            param_hint="--modalities",
+        )
+    return names
+
+
+DATASET_OPTION = click.option(
+    "--dataset",
+    type=click.Choice(_dataset_names()),
+    default="synthetic",
+    show_default=True,
+    help="Which data set layout to read.",
+)
+ROOT_OPTION = click.option(
+    "--root",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Data set folder (optional for synthetic: the cached default is used).",
+)
+MODALITIES_OPTION = click.option(
+    "--modalities", default=None, help="Comma-separated modalities (default: the data set's)."
+)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="mlebench")
 def main() -> None:
-    """mlebench."""
+    """mlebench: benchmark and robustness suite for multi-modal semantic segmentation."""
+
+
+@main.group(cls=_Group)
+def data() -> None:
+    """Generate, check and look at data sets."""
+
+
+@data.command("synth")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option("--size", type=click.IntRange(32, 4096), default=256, show_default=True)
+@click.option("--n-train", type=click.IntRange(1), default=300, show_default=True)
+@click.option("--n-val", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--n-test", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(1), default=None, help="Processes (default: up to 2).")
+def data_synth(
+    out: Path, size: int, n_train: int, n_val: int, n_test: int, seed: int, workers: int | None
+) -> None:
+    """Write the synthetic multi-modal street scenes in the DELIVER layout to OUT."""
+    from mlebench.data.check import check_dataset
+    from mlebench.data.synthetic import generate_synthetic
+
+    start = time.perf_counter()
+    root = generate_synthetic(
+        out, size=size, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, workers=workers
+    )
+    elapsed = time.perf_counter() - start
+    report = check_dataset("synthetic", root, decode=False)
+    click.echo(report.format_text())
+    click.echo(f"generated in {elapsed:.1f} s")
+
+
+@data.command("check")
+@DATASET_OPTION
+@ROOT_OPTION
+@MODALITIES_OPTION
+@click.option("--split", "splits", multiple=True, help="Only these splits (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--no-decode", is_flag=True, help="Only check that files exist (fast).")
+def data_check(
+    dataset: str,
+    root: Path | None,
+    modalities: str | None,
+    splits: tuple[str, ...],
+    as_json: bool,
+    no_decode: bool,
+) -> None:
+    """Count samples per split and case; list missing and unreadable files.
+
+    Exit status 0 when the layout is sound, 1 otherwise.
+    """
+    from mlebench.data import dataset_info
+    from mlebench.data.check import check_dataset
+
+    info = dataset_info(dataset)
+    for split in splits:
+        if split not in info.splits:
+            raise click.BadParameter(
+                f"unknown split {split!r}; choose from {', '.join(info.splits)}", param_hint="--split"
+            )
+    report = check_dataset(
+        dataset,
+        root,
+        _parse_modalities(dataset, modalities),
+        splits or None,
+        decode=not no_decode,
+        progress=not as_json and sys.stderr.isatty(),
+    )
+    click.echo(report.to_json() if as_json else report.format_text())
+    sys.exit(0 if report.ok else 1)
+
+
+@data.command("show")
+@DATASET_OPTION
+@ROOT_OPTION
+@MODALITIES_OPTION
+@click.option("--split", default="val", show_default=True)
+@click.option("--index", type=click.IntRange(0), default=0, show_default=True)
+@click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+def data_show(
+    dataset: str, root: Path | None, modalities: str | None, split: str, index: int, out: Path
+) -> None:
+    """Write one PNG with every modality of a sample side by side and its coloured label."""
+    from mlebench.data import dataset_info, load_dataset
+    from mlebench.data.show import render_sample
+
+    info = dataset_info(dataset)
+    if split not in info.splits:
+        raise click.BadParameter(
+            f"unknown split {split!r}; choose from {', '.join(info.splits)}", param_hint="--split"
+        )
+    ds = load_dataset(dataset, root, split, _parse_modalities(dataset, modalities))
+    if index >= len(ds):
+        raise click.BadParameter(
+            f"{index} is out of range: {dataset}/{split} has {len(ds)} samples", param_hint="--index"
+        )
+    path = render_sample(ds[index], info, ds.modalities, out)
+    click.echo(f"wrote {path} ({ds.refs[index].id})")
+
+
+@main.command("run")
+def run() -> None:
+    """Run the main job on the embedded default.
+
+    For now: generate (or reuse) the synthetic data set and print its summary. Training and
+    the evaluation protocols arrive with the engine.
+    """
+    from mlebench.data.check import check_dataset
+    from mlebench.data.synthetic import ensure_synthetic
+
+    start = time.perf_counter()
+    root = ensure_synthetic()
+    click.echo(f"synthetic data set ready at {root} ({time.perf_counter() - start:.1f} s)")
+    report = check_dataset("synthetic", root, decode=False)
+    click.echo(report.format_text())
+    sys.exit(0 if report.ok else 1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,105 @@
+"""`mlebench data check|show` from the command line, good and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+from PIL import Image
+
+from mlebench.cli import main
+from mlebench.data.deliver import deliver_file
+
+from .conftest import DELIVER_SAMPLES
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_check_sound_layout(deliver_root: Path):
+    result = invoke(
+        "data", "check", "--dataset", "deliver", "--root", str(deliver_root),
+        "--split", "train", "--split", "val",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "train: 3 samples (cloud 2, night 1, overexposure 1)" in result.output
+    assert "val: 2 samples" in result.output
+    assert "layout OK" in result.output
+
+
+def test_check_json_counts_per_split_and_case(deliver_root: Path):
+    result = invoke("data", "check", "--dataset", "deliver", "--root", str(deliver_root), "--json")
+    report = json.loads(result.output)
+    assert report["counts"]["train"]["total"] == 3
+    assert report["counts"]["train"]["cloud"] == 2
+    assert report["counts"]["train"]["night"] == 1
+    assert report["counts"]["train"]["overexposure"] == 1
+    assert report["counts"]["val"]["eventlowres"] == 1
+    # DELIVER's test split is empty in the fixture: reported, and the layout is not sound.
+    assert report["counts"]["test"]["total"] == 0
+    assert any("split 'test'" in p for p in report["problems"])
+    assert result.exit_code == 1
+
+
+def test_check_lists_missing_and_unreadable_files(deliver_root: Path):
+    missing = deliver_file(deliver_root, "event", *DELIVER_SAMPLES[0])
+    missing.unlink()
+    broken = deliver_file(deliver_root, "rgb", *DELIVER_SAMPLES[3])
+    broken.write_bytes(broken.read_bytes()[:40])
+    result = invoke(
+        "data", "check", "--dataset", "deliver", "--root", str(deliver_root),
+        "--split", "train", "--split", "val",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert f"{missing} (sample cloud/MAP_1_point2/000001)" in result.output
+    assert f"cannot read rgb file {broken}" in result.output
+    assert "layout has problems" in result.output
+
+
+def test_show_writes_one_png_with_every_modality(deliver_root: Path, tmp_path: Path):
+    out = tmp_path / "figs" / "sample.png"
+    result = invoke(
+        "data", "show", "--dataset", "deliver", "--root", str(deliver_root),
+        "--split", "val", "--index", "1", "-o", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "fog/MAP_5_point1_eventlowres/000005" in result.output
+    with Image.open(out) as img:
+        width, height = img.size
+    # Five panels (rgb, depth, event, lidar, label) side by side: much wider than tall.
+    assert width > 3 * height
+    assert not list(out.parent.glob("*.tmp"))
+
+
+def test_bad_options_are_usage_errors(deliver_root: Path):
+    result = invoke("data", "check", "--dataset", "kitti", "--root", str(deliver_root))
+    assert result.exit_code == 2
+    assert "'kitti' is not one of" in result.output and "deliver" in result.output
+    result = invoke(
+        "data", "check", "--dataset", "deliver", "--root", str(deliver_root), "--modalities", "rgb,thermal"
+    )
+    assert result.exit_code == 2
+    assert "unknown modality 'thermal' for deliver; choose from rgb, depth" in result.output
+    result = invoke(
+        "data", "show", "--dataset", "deliver", "--root", str(deliver_root), "--index", "9", "-o", "x.png"
+    )
+    assert result.exit_code == 2
+    assert "9 is out of range: deliver/val has 2 samples" in result.output
+    result = invoke("data", "check", "--dataset", "deliver", "--root", str(deliver_root), "--split", "dev")
+    assert result.exit_code == 2 and "unknown split 'dev'" in result.output
+
+
+def test_user_errors_exit_1_without_traceback(tmp_path: Path, deliver_root: Path):
+    result = invoke("data", "check", "--dataset", "deliver", "--root", str(tmp_path / "absent"))
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: deliver: data root")
+    assert "Traceback" not in result.output
+    victim = deliver_file(deliver_root, "label", *DELIVER_SAMPLES[3])
+    Image.fromarray(np.full((6, 8), 77, dtype=np.uint8)).save(victim)
+    result = invoke("data", "show", "--dataset", "deliver", "--root", str(deliver_root), "-o", str(tmp_path / "a.png"))
+    assert result.exit_code == 1
+    assert f"Error: label file {victim} holds values outside the classes and 255: 77" in result.output
+    assert not (tmp_path / "a.png").exists()
