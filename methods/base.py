@@ -1,0 +1,203 @@
+"""The one interface every segmentation method implements, and the registry behind it.
+
+A method is a file with a builder decorated by :func:`register_method`; :func:`build_method`
+is the one way in (timm's ``create_model`` pattern). The evaluator only ever talks to this
+interface, so no code outside ``methods/`` branches on a method's name.
+
+Data flow::
+
+    encode(modality, x)            -> features of ONE modality (independent of the others,
+                                      so an evaluator can cache them per sample)
+    decode({modality: features})   -> MethodOutput(logits, aux_logits, embedding)
+    forward(batch, modalities)     =  decode({m: encode(m, batch[m]) for m in modalities})
+    loss(output, target)           -> scalar training loss
+
+Methods whose encoder mixes modalities early (CMNeXt) set ``separable_encoder = False``; the
+evaluator then calls ``forward`` per evaluation case instead of caching ``encode`` results.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from mlebench.data.base import DatasetInfo
+from mlebench.errors import ConfigError
+
+PRESETS = ("tiny", "paper")
+
+
+@dataclass
+class MethodOutput:
+    """What ``decode`` returns.
+
+    ``logits`` (B, K, H, W) at the input resolution: the prediction. ``main_logits`` the main
+    pathway's own logits where the prediction combines several (``None``: same as ``logits``);
+    ``aux_logits`` the auxiliary head's, or ``None``; ``embedding`` (B, C, h, w) the fused
+    feature map the decoder starts from (for t-SNE of features).
+    """
+
+    logits: torch.Tensor
+    embedding: torch.Tensor
+    aux_logits: torch.Tensor | None = None
+    main_logits: torch.Tensor | None = None
+
+
+class SegmentationMethod(nn.Module, ABC):
+    """Base class of every method. Subclasses are built by a registered builder."""
+
+    #: registry name, set by :func:`register_method`
+    method_name: str = ""
+    #: False for methods that cannot encode modalities independently (early fusion)
+    separable_encoder: bool = True
+    #: True when a missing modality can be dropped from fusion (otherwise zero-filled)
+    supports_missing_modalities: bool = True
+    #: which configuration of the method this is (ablation variants differ here)
+    variant: str = "default"
+    #: where frozen weights come from ("seed:N", "sam2:<sha256 prefix>", ...); checkpoints of
+    #: trainable weights are only valid on top of the same frozen weights
+    frozen_source: str = "none"
+
+    def __init__(self, info: DatasetInfo, modalities: Sequence[str], preset: str) -> None:
+        super().__init__()
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+        modalities = tuple(modalities)
+        if not modalities:
+            raise ConfigError("a method needs at least one training modality")
+        for name in modalities:
+            info.modality(name)
+        self.info = info
+        self.modalities = modalities
+        self.preset = preset
+        self.num_classes = info.num_classes
+
+    # --- the interface ------------------------------------------------------------------
+    @abstractmethod
+    def encode(self, modality: str, x: torch.Tensor) -> Any:
+        """Features of one (normalised) modality batch ``x`` (B, C, H, W)."""
+
+    @abstractmethod
+    def decode(self, features: Mapping[str, Any], image_size: tuple[int, int]) -> MethodOutput:
+        """Logits from the features of any non-empty subset of the training modalities."""
+
+    @abstractmethod
+    def loss(self, output: MethodOutput, target: torch.Tensor) -> torch.Tensor:
+        """Scalar training loss against ``target`` (B, H, W), 255 = ignore."""
+
+    def encode_many(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        """Encode several modalities; methods may override with a batched path."""
+        return {m: self.encode(m, x) for m, x in inputs.items()}
+
+    def forward(
+        self, batch: Mapping[str, torch.Tensor], modalities: Sequence[str] | None = None
+    ) -> MethodOutput:
+        """``decode(encode(...))`` over ``modalities`` (default: all training modalities)."""
+        modalities = tuple(modalities) if modalities is not None else self.modalities
+        self.check_subset(modalities)
+        inputs = {m: batch[m] for m in modalities}
+        size = tuple(next(iter(inputs.values())).shape[-2:])
+        return self.decode(self.encode_many(inputs), size)
+
+    def check_subset(self, modalities: Sequence[str]) -> None:
+        if not modalities:
+            raise ConfigError(f"{self.method_name}: at least one modality must be present")
+        extra = [m for m in modalities if m not in self.modalities]
+        if extra:
+            raise ConfigError(
+                f"{self.method_name}: modalities {extra} were not trained; "
+                f"trained: {', '.join(self.modalities)}"
+            )
+
+    # --- parameters and checkpoints -------------------------------------------------------
+    def parameter_groups(self) -> dict[str, nn.Module | Sequence[nn.Parameter]]:
+        """Named parts for the parameter report; override to split the model meaningfully."""
+        return {"model": self}
+
+    def parameter_report(self) -> dict[str, Any]:
+        """Trainable parameters by part, total trainable, frozen and total."""
+        parts: dict[str, int] = {}
+        for name, part in self.parameter_groups().items():
+            params = part.parameters() if isinstance(part, nn.Module) else part
+            parts[name] = sum(p.numel() for p in params if p.requires_grad)
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        frozen = sum(p.numel() for p in self.parameters() if not p.requires_grad)
+        return {
+            "method": self.method_name,
+            "preset": self.preset,
+            "modalities": list(self.modalities),
+            "parts": parts,
+            "trainable": trainable,
+            "frozen": frozen,
+            "total": trainable + frozen,
+        }
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """What training changes (what a checkpoint stores): trainable parameters and the
+        buffers of modules that own trainable parameters (e.g. BatchNorm running statistics)."""
+        keep = {n for n, p in self.named_parameters() if p.requires_grad}
+        for prefix, module in self.named_modules():
+            if any(p.requires_grad for p in module.parameters(recurse=False)):
+                keep |= {f"{prefix}.{b}" if prefix else b for b, _ in module.named_buffers(recurse=False)}
+        return {k: v.detach().clone() for k, v in self.state_dict().items() if k in keep}
+
+    def config_dict(self) -> dict[str, Any]:
+        """The method's configuration, stored with checkpoints (override to add more)."""
+        return {}
+
+
+MethodBuilder = Callable[..., SegmentationMethod]
+_METHODS: dict[str, MethodBuilder] = {}
+
+
+def register_method(name: str) -> Callable[[MethodBuilder], MethodBuilder]:
+    """Register a builder ``f(info, modalities, preset, **overrides) -> SegmentationMethod``."""
+
+    def decorator(builder: MethodBuilder) -> MethodBuilder:
+        if name in _METHODS:
+            raise ValueError(f"method {name!r} is registered twice")
+        _METHODS[name] = builder
+        return builder
+
+    return decorator
+
+
+def method_names() -> list[str]:
+    _import_all()
+    return sorted(_METHODS)
+
+
+def build_method(
+    name: str,
+    dataset_info: DatasetInfo,
+    modalities: Sequence[str],
+    preset: str = "tiny",
+    **overrides: Any,
+) -> SegmentationMethod:
+    """Build a registered method; unknown names and options are errors that list the choices."""
+    _import_all()
+    if name not in _METHODS:
+        raise ConfigError(f"unknown method {name!r}; known: {', '.join(sorted(_METHODS))}")
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    for modality in modalities:
+        dataset_info.modality(modality)
+    builder = _METHODS[name]
+    accepted = inspect.signature(builder).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        unknown = sorted(set(overrides) - set(accepted))
+        if unknown:
+            raise ConfigError(f"method {name!r} does not take option(s) {', '.join(unknown)}")
+    method = builder(dataset_info, modalities, preset, **overrides)
+    method.method_name = name
+    return method
+
+
+def _import_all() -> None:
+    """Import every method module so their decorators run."""
+    import methods  # noqa: F401  (methods/__init__.py imports the implementations)

@@ -1,0 +1,32 @@
+"""MLE-SAM and its ablation variants (paper Tab. V), registered as ``mlesam*`` methods."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from methods.base import register_method
+from methods.mlesam.model import MLESAM, MLESAMConfig, make_config
+from mlebench.data.base import DatasetInfo
+
+# name -> (fusion, auxiliary head)
+VARIANTS = {
+    "mlesam": ("unified", True),
+    "mlesam-noaux": ("unified", False),
+    "mlesam-integrated": ("integrated", True),
+    "mlesam-integrated-noaux": ("integrated", False),
+    "mlesam-weighted": ("weighted", True),
+    "mlesam-weighted-noaux": ("weighted", False),
+}
+
+
+def _register(name: str, fusion: str, aux_head: bool) -> None:
+    @register_method(name)
+    def build(info: DatasetInfo, modalities: Sequence[str], preset: str, **overrides: Any) -> MLESAM:
+        config = make_config(preset, **{"fusion": fusion, "aux_head": aux_head, **overrides})
+        return MLESAM(info, modalities, preset, config)
+
+
+for _name, (_fusion, _aux) in VARIANTS.items():
+    _register(_name, _fusion, _aux)
+
+__all__ = ["MLESAM", "MLESAMConfig", "VARIANTS", "make_config"]

@@ -1,0 +1,100 @@
+"""Loading a SAM2 checkpoint (``sam2.1_hiera_*.pt``) into MLE-SAM, strictly and explained.
+
+What maps where: ``image_encoder.*`` (Hiera trunk + FPN neck), ``sam_prompt_encoder.*``,
+``no_mem_embed`` and the class-independent parts of ``sam_mask_decoder.*`` (the two-way
+transformer, output upscaling, ``conv_s0``/``conv_s1``, the IoU token) load one to one and must
+all be present with matching shapes. The class-specific decoder parts (mask tokens,
+hypernetwork MLPs, the IoU head's output layer) have K entries instead of SAM2's four and start
+fresh. SAM2's video-only parts (memory attention/encoder, object pointers, object-score head)
+are ignored by name. Anything else is an error that lists the keys, so a wrong or truncated
+file never loads silently (sam2's own Hiera ``weights_path`` uses ``strict=False``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mlebench.errors import ConfigError
+
+_LOADED_PREFIXES = ("image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder.", "no_mem_embed")
+_CLASS_SPECIFIC = (
+    "sam_mask_decoder.mask_tokens.",
+    "sam_mask_decoder.output_hypernetworks_mlps.",
+    "sam_mask_decoder.iou_prediction_head.",
+)
+_VIDEO_ONLY = (
+    "memory_attention.", "memory_encoder.", "obj_ptr_proj.", "obj_ptr_tpos_proj.",
+    "mask_downsample.", "maskmem_tpos_enc", "no_mem_pos_enc", "no_obj_ptr", "no_obj_embed_spatial",
+    "sam_mask_decoder.obj_score_token.", "sam_mask_decoder.pred_obj_score_head.",
+)  # fmt: skip
+
+
+def _listing(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's state dict, loaded with ``weights_only=True`` (``{"model": sd}`` or ``sd``)."""
+    if not path.is_file():
+        raise ConfigError(f"SAM2 checkpoint {path} does not exist")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+        raise ConfigError(f"cannot read SAM2 checkpoint {path}: {exc}") from exc
+    state = blob.get("model", blob) if isinstance(blob, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"SAM2 checkpoint {path} holds no state dict (expected {{'model': ...}})")
+    return state
+
+
+def load_sam2_weights(model: nn.Module, path: Path) -> dict[str, Any]:
+    """Copy a SAM2 checkpoint into ``model``'s SAM2-named modules; returns a summary."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    wanted = {
+        k: v for k, v in own.items()
+        if k.startswith(_LOADED_PREFIXES) and not k.startswith(_CLASS_SPECIFIC)
+    }  # fmt: skip
+    missing = sorted(k for k in wanted if k not in state)
+    unexpected = sorted(
+        k for k in state
+        if k not in own and not k.startswith(_VIDEO_ONLY) and not k.startswith(_CLASS_SPECIFIC)
+    )  # fmt: skip
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_listing(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_listing(unexpected)}")
+        raise ConfigError(
+            f"SAM2 checkpoint {path} does not fit this MLE-SAM encoder ({'; '.join(parts)}); "
+            "is it a SAM2 checkpoint of the preset's size?"
+        )
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in wanted.items() if state[k].shape != v.shape
+    ]
+    if mismatched:
+        raise ConfigError(f"SAM2 checkpoint {path}: shape mismatch: {_listing(mismatched, 4)}")
+    with torch.no_grad():
+        for key, value in wanted.items():
+            value.copy_(state[key])  # state_dict() tensors share storage with the parameters
+    return {
+        "sha256": _sha256(path),
+        "loaded": len(wanted),
+        "fresh": sorted(k for k in own if k.startswith(_CLASS_SPECIFIC)),
+        "ignored": sorted(k for k in state if k.startswith(_VIDEO_ONLY)),
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

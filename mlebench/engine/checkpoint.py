@@ -1,0 +1,112 @@
+"""Method checkpoints: only the trainable weights, plus what is needed to trust them.
+
+A checkpoint stores the method name and variant, data set, class names, training modalities,
+preset, the method's config, package versions and the trainable state dict; never the frozen
+encoder (it comes from the SAM2 checkpoint or the seed). Files are written atomically (temp file
++ rename) and read with ``weights_only=True``. Loading into a method of another name, variant,
+modality set, class list or preset is an error that says which.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mlebench.errors import ConfigError
+from mlebench.fsutil import atomic_path
+
+CHECKPOINT_FORMAT = 1
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in ("mlebench", "torch", "sam2"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    return versions
+
+
+def checkpoint_identity(method: Any) -> dict[str, Any]:
+    """The fields that must match between a checkpoint and the method it is loaded into."""
+    return {
+        "method": method.method_name,
+        "variant": method.variant,
+        "dataset": method.info.name,
+        "classes": list(method.info.classes),
+        "modalities": list(method.modalities),
+        "preset": method.preset,
+        "frozen_source": method.frozen_source,
+    }
+
+
+def save_checkpoint(method: Any, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``method``'s trainable weights and identity to ``path`` atomically."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        **checkpoint_identity(method),
+        "config": method.config_dict(),
+        "versions": package_versions(),
+        "state_dict": method.trainable_state_dict(),
+        "extra": extra or {},
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents (``weights_only=True``); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} does not exist")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt, truncated or unsafe pickles raise several types
+        raise ConfigError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT or "state_dict" not in blob:
+        raise ConfigError(f"{path} is not an mlebench checkpoint (format {CHECKPOINT_FORMAT})")
+    return blob
+
+
+def load_checkpoint(method: Any, path: str | Path) -> dict[str, Any]:
+    """Load trainable weights into ``method`` after checking identity; returns ``extra``."""
+    blob = read_checkpoint(path)
+    expected = checkpoint_identity(method)
+    for field, want in expected.items():
+        got = blob.get(field)
+        if got == want:
+            continue
+        if field == "classes":
+            got = got or []
+            if len(got) != len(want):
+                raise ConfigError(
+                    f"checkpoint {path} was trained on {len(got)} classes, this run has {len(want)}"
+                )
+            i = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
+            raise ConfigError(f"checkpoint {path}: class {i} is {got[i]!r}, this run's is {want[i]!r}")
+        raise ConfigError(f"checkpoint {path} is for {field} {got!r}, but this run uses {want!r}")
+    state = blob["state_dict"]
+    own = method.trainable_state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ConfigError(
+            f"checkpoint {path} does not match the method's trainable weights "
+            f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})"
+        )
+    targets = method.state_dict()  # tensors sharing storage with parameters and buffers
+    with torch.no_grad():
+        for key, value in state.items():
+            if value.shape != targets[key].shape:
+                raise ConfigError(
+                    f"checkpoint {path}: {key} has shape {tuple(value.shape)}, "
+                    f"expected {tuple(targets[key].shape)}"
+                )
+        for key, value in state.items():
+            targets[key].copy_(value)
+    return blob["extra"]
