@@ -172,6 +172,83 @@ def data_show(
     click.echo(f"wrote {path} ({ds.refs[index].id})")
 
 
+@main.command("methods")
+def methods_cmd() -> None:
+    """List every registered method, one per line."""
+    from methods import method_names
+
+    for name in method_names():
+        click.echo(name)
+
+
+def _method_choice() -> click.Choice:
+    from methods import method_names
+
+    return click.Choice(method_names())
+
+
+@main.command("params")
+@click.option("--method", "method_name", type=_method_choice(), required=True)
+@click.option("--preset", type=click.Choice(["tiny", "paper"]), default="paper", show_default=True)
+@DATASET_OPTION
+@MODALITIES_OPTION
+@click.option("--json", "as_json", is_flag=True)
+def params_cmd(method_name: str, preset: str, dataset: str, modalities: str | None, as_json: bool) -> None:
+    """Trainable parameters by part, total trainable and frozen (no weights needed)."""
+    import json
+
+    from methods import build_method
+    from mlebench.data import dataset_info
+
+    info = dataset_info(dataset)
+    names = _parse_modalities(dataset, modalities) or list(info.defaults)
+    report = build_method(method_name, info, names, preset).parameter_report()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"{method_name} ({preset} preset, {dataset}, {'-'.join(names)})")
+    for part, count in report["parts"].items():
+        click.echo(f"  {part:<20} {count / 1e6:10.3f} M")
+    for key in ("trainable", "frozen", "total"):
+        click.echo(f"{key:<22} {report[key] / 1e6:10.3f} M")
+
+
+@main.group(cls=_Group)
+def bench() -> None:
+    """Speed benchmarks: both variants measured side by side in one run."""
+
+
+@bench.command("lora")
+@click.option("--preset", type=click.Choice(["tiny", "paper"]), default="tiny", show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--size", type=click.IntRange(32), default=128, show_default=True)
+@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--no-backward", is_flag=True, help="Time the forward pass only.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_lora_cmd(
+    preset: str, batch: int, size: int, repeats: int, no_backward: bool, device: str, as_json: bool
+) -> None:
+    """Grouped LoRA (one trunk pass for all modalities) vs a loop over modalities."""
+    import json
+
+    from mlebench.bench import bench_lora
+
+    if size % 32:
+        raise click.BadParameter(f"{size} is not a multiple of 32", param_hint="--size")
+    result = bench_lora(preset, batch=batch, size=size, repeats=repeats, backward=not no_backward, device=device)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    what = "forward" if no_backward else "forward+backward"
+    click.echo(f"LoRA encode of {len(result['modalities'])} modalities, {preset} preset, "
+               f"batch {batch}, {size}x{size}, {what}, {device} (best of {repeats})")
+    click.echo(f"  loop over modalities : {result['loop_s'] * 1e3:9.1f} ms")
+    click.echo(f"  grouped (one pass)   : {result['grouped_s'] * 1e3:9.1f} ms")
+    click.echo(f"  ratio loop/grouped   : {result['ratio']:9.2f}x")
+    click.echo(f"  max |grouped - loop| : {result['max_abs_diff']:.2e}")
+
+
 @main.command("run")
 def run() -> None:
     """Run the main job on the embedded default.
