@@ -103,3 +103,33 @@ def test_user_errors_exit_1_without_traceback(tmp_path: Path, deliver_root: Path
     assert result.exit_code == 1
     assert f"Error: label file {victim} holds values outside the classes and 255: 77" in result.output
     assert not (tmp_path / "a.png").exists()
+
+
+def test_synth_then_check_and_show(tmp_path: Path):
+    out = tmp_path / "synthetic"
+    result = invoke(
+        "data", "synth", "--out", str(out), "--size", "64", "--n-train", "3", "--n-val", "2",
+        "--n-test", "2", "--seed", "5", "--workers", "1",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "train: 3 samples" in result.output and "layout OK" in result.output
+    result = invoke("data", "check", "--dataset", "synthetic", "--root", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["counts"]["val"]["total"] == 2
+    # The DELIVER loader reads the same folder.
+    assert invoke("data", "check", "--dataset", "deliver", "--root", str(out)).exit_code == 0
+    png = tmp_path / "s.png"
+    assert invoke("data", "show", "--root", str(out), "--split", "test", "-o", str(png)).exit_code == 0
+    assert png.stat().st_size > 0
+
+
+def test_synth_bad_options(tmp_path: Path):
+    result = invoke("data", "synth", "--out", str(tmp_path / "x"), "--size", "8")
+    assert result.exit_code == 2 and "--size" in result.output
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    result = invoke("data", "synth", "--out", str(foreign), "--size", "64", "--n-train", "1",
+                    "--n-val", "1", "--n-test", "1")
+    assert result.exit_code == 1 and str(foreign) in result.output
+    assert (foreign / "thesis.tex").read_text() == "precious"
