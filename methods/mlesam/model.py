@@ -109,6 +109,9 @@ class MLESAMConfig:
             raise ConfigError(f"aux_output_weight {self.aux_output_weight} is not in [0, 1]")
 
 
+# Made by `mlebench pretrain` (see methods/mlesam/pretrain.py); the tiny preset's frozen SAM2.
+TINY_SAM2_CHECKPOINT = Path(__file__).parent / "assets" / "sam2_hiera_tiny_synthetic.pt"
+
 PRESET_CONFIGS = {
     "paper": MLESAMConfig(image_size=1024, trunk=HIERA_BASE_PLUS),
     "tiny": MLESAMConfig(
@@ -197,12 +200,6 @@ class MLESAM(SegmentationMethod):
         for module in frozen:
             module.requires_grad_(False)
         self.no_mem_embed.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> "MLESAM":
-        super().train(mode)
-        # Frozen parts stay in eval mode (no dropout / BN statistics updates in them).
-        self.image_encoder.eval()
-        return self
 
     # --- encode -------------------------------------------------------------------------
     def _encode_stacked(self, x: torch.Tensor, active: Sequence[str]) -> ModalityFeatures:

@@ -35,6 +35,7 @@ class TrainAugment:
     def __init__(
         self,
         crop_size: int,
+        base_size: int | None = None,
         scale_range: tuple[float, float] = (0.5, 2.0),
         flip_p: float = 0.5,
         jitter_p: float = 0.2,
@@ -42,6 +43,10 @@ class TrainAugment:
         ignore_index: int = IGNORE_INDEX,
     ) -> None:
         self.crop_size = crop_size
+        # The short side the random scale is relative to: the evaluation size. The reference
+        # trains 1024 crops of ~1024 images (base = crop); the tiny preset crops 128 from 256
+        # images, and scaling relative to the crop would shrink every object 2x vs evaluation.
+        self.base_size = base_size or crop_size
         self.scale_range = scale_range
         self.flip_p, self.jitter_p, self.blur_p = flip_p, jitter_p, blur_p
         self.ignore_index = ignore_index
@@ -50,9 +55,9 @@ class TrainAugment:
         out = dict(sample)
         label = sample["label"]
         h, w = label.shape
-        # Random scale relative to the crop size (short side), as RandomResizedCrop does.
+        # Random scale of the short side relative to base_size, as RandomResizedCrop does.
         scale = _uniform(g, *self.scale_range)
-        factor = scale * self.crop_size / min(h, w)
+        factor = scale * self.base_size / min(h, w)
         nh, nw = max(1, round(h * factor)), max(1, round(w * factor))
         for m in modalities:
             x = sample[m].float()

@@ -85,6 +85,7 @@ import shutil
 import tempfile
 import uuid
 from concurrent.futures import ProcessPoolExecutor
+import multiprocessing
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,11 @@ def _params(size: int, n_train: int, n_val: int, n_test: int, seed: int) -> dict
     return {"size": size, "n_train": n_train, "n_val": n_val, "n_test": n_test, "seed": seed}
 
 
+def _pool_context():
+    methods = multiprocessing.get_all_start_methods()
+    return get_context("fork" if "fork" in methods else "spawn")
+
+
 def _default_workers() -> int:
     try:
         cores = len(os.sched_getaffinity(0))
@@ -255,9 +261,9 @@ def generate_synthetic(
     interrupted run leaves nothing at ``out``. A previous synthetic set at ``out`` is replaced;
     any other non-empty folder is refused with :class:`DataError`.
 
-    ``workers`` (default: up to 2) processes render samples in parallel; they are *spawned*, so
-    a script calling this with ``workers > 1`` needs the usual ``if __name__ == "__main__":``
-    guard. The output does not depend on ``workers``.
+    ``workers`` (default: up to 2) processes render samples in parallel (forked where the
+    platform allows, so library callers need no ``__main__`` guard). The output does not
+    depend on ``workers``.
     """
     out = Path(out).expanduser().absolute()
     if size < 16:
@@ -289,8 +295,11 @@ def generate_synthetic(
         log.info("synthetic: rendering %d samples at %d px into %s (%d workers)",
                  len(tasks), size, out, workers)
         if workers > 1 and len(tasks) > 1:
-            # spawn, not fork: the parent may hold torch/OpenMP threads that fork would break.
-            pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+            # fork: a spawned worker re-imports the caller's __main__, which hangs or recurses
+            # in scripts without a __main__ guard (e.g. pre-training calling ensure_synthetic).
+            # The workers only run numpy code, never torch, so the parent's torch/OpenMP
+            # threads cannot deadlock them.
+            pool = ProcessPoolExecutor(workers, mp_context=_pool_context())
             try:
                 chunk = max(1, len(tasks) // (workers * 8))
                 counts = list(pool.map(_write_sample, tasks, chunksize=chunk))

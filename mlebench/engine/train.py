@@ -28,6 +28,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1  # the warm-up starts at this fraction of lr
     power: float = 0.9
     crop_size: int = 128
+    base_size: int | None = None  # short side the random scale is relative to (default: crop)
     seed: int = 0
     device: str = "cpu"
     num_workers: int = 0
@@ -72,7 +73,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_poly_factor(s, config.steps, warmup, config.warmup_ratio, config.power)
     )
-    view = TrainingView(dataset, TrainAugment(config.crop_size), seed=config.seed)
+    view = TrainingView(dataset, TrainAugment(config.crop_size, config.base_size), seed=config.seed)
     sampler = RandomSampler(view, generator=torch.Generator())
     loader = DataLoader(
         view, batch_size=config.batch_size, sampler=sampler, drop_last=len(view) >= config.batch_size,
