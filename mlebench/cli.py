@@ -32,7 +32,7 @@ def _dataset_names() -> list[str]:
     return dataset_names()
 
 
-def _parse_modalities(dataset: str, text: str | None) -> list[str] | None:
+def _parse_modalities(dataset: str, text: str | None, hint: str = "--modalities") -> list[str] | None:
     """``"rgb,depth"`` -> ``["rgb", "depth"]``, checked against the data set (usage error)."""
     if text is None:
         return None
@@ -45,7 +45,7 @@ def _parse_modalities(dataset: str, text: str | None) -> list[str] | None:
         raise click.BadParameter(
             f"unknown modality {', '.join(map(repr, unknown)) or '(none given)'} for {dataset}; "
             f"choose from {', '.join(info.modality_names)}",
-            param_hint="--modalities",
+            param_hint=hint,
         )
     return names
 
@@ -274,22 +274,243 @@ def bench_lora_cmd(
     click.echo(f"  max |grouped - loop| : {result['max_abs_diff']:.2e}")
 
 
-@main.command("run")
-def run() -> None:
-    """Run the main job on the embedded default.
+def _protocol_choice() -> click.Choice:
+    from mlebench.protocols import protocol_names
 
-    For now: generate (or reuse) the synthetic data set and print its summary. Training and
-    the evaluation protocols arrive with the engine.
-    """
-    from mlebench.data.check import check_dataset
-    from mlebench.data.synthetic import ensure_synthetic
+    return click.Choice(protocol_names())
 
+
+def _device_option(f):
+    return click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N")(f)
+
+
+def _job_options(with_protocol: bool, checkpoint_required: bool = False):
+    """The options run / train / eval share, in the order --help shows them."""
+
+    def decorate(f):
+        options = [
+            click.option("--method", "method_name", type=_method_choice(), default="mlesam", show_default=True),
+        ]
+        if with_protocol:
+            options.append(click.option("--protocol", type=_protocol_choice(), default="missing-modality",
+                                        show_default=True))
+        options += [
+            DATASET_OPTION,
+            click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None,
+                         help="Data set folder (synthetic: generated and cached on first use)."),
+            click.option("--train-modalities", default=None, help="Comma-separated (default: the data set's)."),
+            click.option("--preset", type=click.Choice(["tiny", "paper"]), default="tiny", show_default=True),
+            click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                         help="YAML with 'method', 'train' and 'protocol' option mappings."),
+            click.option("--sam2-checkpoint", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                         help="SAM2 weights for the frozen encoder (paper preset: sam2.1_hiera_base_plus.pt)."),
+            click.option("--seed", type=int, default=0, show_default=True),
+            _device_option,
+        ]
+        if with_protocol:
+            options += [
+                click.option("--results", type=click.Path(path_type=Path, dir_okay=False),
+                             default=Path("results.sqlite"), show_default=True),
+                click.option("--split", "eval_split", default="val", show_default=True),
+                click.option("--batch-size", "eval_batch_size", type=click.IntRange(1), default=4,
+                             show_default=True, help="Evaluation batch size."),
+                click.option("--no-feature-cache", is_flag=True, help="Re-encode every modality for every case."),
+                click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False),
+                             required=checkpoint_required, default=None,
+                             help="Evaluate this checkpoint instead of training."),
+            ]
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def _train_options(f):
+    for option in reversed([
+        click.option("--steps", type=click.IntRange(1), default=None, help="Training steps."),
+        click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs (paper: 100)."),
+        click.option("--save-checkpoint", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="Where training writes its checkpoint (default runs/<run>.pt)."),
+        click.option("--checkpoint-every", type=click.IntRange(0), default=None,
+                     help="Also write the checkpoint every N steps."),
+        click.option("--resume", is_flag=True, help="Continue training from --save-checkpoint."),
+    ]):
+        f = option(f)
+    return f
+
+
+def _read_config(path: Path | None) -> dict[str, dict[str, Any]]:
+    if path is None:
+        return {}
+    import yaml
+
+    from mlebench.errors import ConfigError
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping with 'method', 'train' and/or 'protocol'")
+    unknown = sorted(set(data) - {"method", "train", "protocol"})
+    if unknown:
+        raise ConfigError(f"config {path}: unknown section(s) {', '.join(unknown)}; known: method, train, protocol")
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"config {path}: section {key!r} must be a mapping")
+    return data
+
+
+def _spec(params: dict[str, Any], protocol: str | None) -> Any:
+    from mlebench.engine.run import RunSpec
+
+    if params.get("steps") is not None and params.get("epochs") is not None:
+        raise click.UsageError("give --steps or --epochs, not both")
+    dataset = params["dataset"]
+    config = _read_config(params.get("config_file"))
+    method_options = dict(config.get("method", {}))
+    if params.get("sam2_checkpoint") is not None:
+        method_options["sam2_checkpoint"] = str(params["sam2_checkpoint"])
+    train_options = dict(config.get("train", {}))
+    if params.get("checkpoint_every") is not None:
+        train_options["checkpoint_every"] = params["checkpoint_every"]
+    mods = params.get("train_modalities")
+    return RunSpec(
+        method=params["method_name"], protocol=protocol or "full", dataset=dataset,
+        data_root=params.get("data_root"),
+        train_modalities=tuple(_parse_modalities(dataset, mods, "--train-modalities")) if mods else None,
+        preset=params["preset"], method_options=method_options, train_options=train_options,
+        protocol_options=dict(config.get("protocol", {})), steps=params.get("steps"),
+        epochs=params.get("epochs"), seed=params["seed"], device=params["device"],
+        results=params.get("results") or Path("results.sqlite"), checkpoint=params.get("checkpoint"),
+        save_checkpoint=params.get("save_checkpoint"), resume=params.get("resume", False),
+        eval_split=params.get("eval_split", "val"), eval_batch_size=params.get("eval_batch_size", 4),
+        feature_cache=not params.get("no_feature_cache", False),
+    )  # fmt: skip
+
+
+def _execute(spec: Any) -> None:
+    from mlebench.engine.run import format_results, init_distributed, run_job
+
+    distributed = init_distributed(spec.device)
+    rank0 = not distributed or int(__import__("os").environ.get("RANK", "0")) == 0
+    echo = click.echo if rank0 else (lambda _msg: None)
     start = time.perf_counter()
-    root = ensure_synthetic()
-    click.echo(f"synthetic data set ready at {root} ({time.perf_counter() - start:.1f} s)")
-    report = check_dataset("synthetic", root, decode=False)
-    click.echo(report.format_text())
-    sys.exit(0 if report.ok else 1)
+    outcome = run_job(spec, echo=echo, progress=rank0 and sys.stderr.isatty())
+    if rank0:
+        click.echo(format_results(outcome.results, outcome.summary))
+        click.echo(f"run {outcome.run_id} stored in {spec.results} ({time.perf_counter() - start:.0f} s)")
+    if distributed:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
+@main.command("run")
+@_job_options(with_protocol=True)
+@_train_options
+def run(**params: Any) -> None:
+    """Train a method (or load --checkpoint), evaluate a protocol, print and store the results.
+
+    With no options: MLE-SAM, tiny preset, on the embedded synthetic data set (generated on
+    first use), all four modalities, CPU, the missing-modality protocol.
+    """
+    _execute(_spec(params, params["protocol"]))
+
+
+@main.command("eval")
+@_job_options(with_protocol=True, checkpoint_required=True)
+def eval_cmd(**params: Any) -> None:
+    """Evaluate a trained checkpoint under a protocol and store the results."""
+    _execute(_spec(params, params["protocol"]))
+
+
+@main.command("train")
+@_job_options(with_protocol=False)
+@_train_options
+def train_cmd(**params: Any) -> None:
+    """Train a method and write its checkpoint (no evaluation)."""
+    from methods import build_method
+    from mlebench.data import dataset_info, load_dataset
+    from mlebench.engine.run import init_distributed, train_config
+    from mlebench.engine.train import train
+
+    import torch
+
+    spec = _spec(params, None)
+    distributed = init_distributed(spec.device)
+    info = dataset_info(spec.dataset)
+    modalities = spec.train_modalities or info.defaults
+    train_set = load_dataset(spec.dataset, spec.data_root, "train", modalities)
+    torch.manual_seed(spec.seed)
+    method = build_method(spec.method, info, modalities, spec.preset, **spec.method_options)
+    config = train_config(spec, len(train_set))
+    out = spec.save_checkpoint or Path("runs") / f"{spec.method}-{info.name}-{'-'.join(modalities)}-s{spec.seed}.pt"
+    losses = train(method, train_set, config, progress=sys.stderr.isatty(), checkpoint=out, resume=spec.resume)
+    click.echo(f"trained {config.steps} steps, final loss {losses[-1]:.4f}; checkpoint: {out}")
+    if distributed:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
+@main.command("protocols")
+def protocols_cmd() -> None:
+    """List every evaluation protocol, one per line with its description."""
+    from mlebench.protocols import get_protocol, protocol_names
+
+    for name in protocol_names():
+        click.echo(f"{name:<18} {get_protocol(name).description}")
+
+
+@main.group(cls=_Group)
+def results() -> None:
+    """Look at and export the results store."""
+
+
+RESULTS_OPTION = click.option("--results", "results_path", type=click.Path(path_type=Path, dir_okay=False),
+                              default=Path("results.sqlite"), show_default=True)
+
+
+@results.command("list")
+@RESULTS_OPTION
+def results_list(results_path: Path) -> None:
+    """One line per run: id, method, data set, modalities, status."""
+    from mlebench.results import ResultsStore
+
+    if not results_path.exists():
+        raise click.BadParameter(f"{results_path} does not exist", param_hint="--results")
+    runs = ResultsStore(results_path).runs()
+    if runs.empty:
+        click.echo("no runs")
+        return
+    columns = ["id", "method", "variant", "dataset", "train_modalities", "preset", "seed", "status", "started_at"]
+    click.echo(runs[columns].to_string(index=False))
+
+
+@results.command("export")
+@RESULTS_OPTION
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write to a file (atomically) instead of stdout.")
+def results_export(results_path: Path, fmt: str, out: Path | None) -> None:
+    """Every result row of the finished runs, as CSV or JSON."""
+    import io
+
+    from mlebench.fsutil import atomic_path
+    from mlebench.results import ResultsStore
+
+    if not results_path.exists():
+        raise click.BadParameter(f"{results_path} does not exist", param_hint="--results")
+    buffer = io.StringIO()
+    ResultsStore(results_path).export(fmt, buffer)
+    if out is None:
+        click.echo(buffer.getvalue(), nl=False)
+        return
+    with atomic_path(out) as tmp:
+        tmp.write_text(buffer.getvalue())
+    click.echo(f"wrote {out}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,55 +1,180 @@
-"""Evaluation of a trained method over modality subsets, one pass over the data.
+"""Running a protocol's cases over one pass of the data, with a per-modality feature cache.
 
-Each modality is encoded once per batch and its features are reused by every subset that
-contains it (methods with a separable encoder); other methods run a forward per subset.
+Cached path (methods with a separable encoder): for each batch, every modality any case needs
+is normalised and encoded once; each case decodes from those features. A corrupted case
+re-encodes only its corrupted modality. Uncached path (``feature_cache=False``, and always for
+methods that fuse early): every case runs its own forward over the data.
+
+Both paths see the same batches and run the same per-modality ``encode`` calls on the same
+inputs, so their predictions are bit-identical; the cache only removes repeated work. Each case's
+condition (a weather or sensor failure) selects the samples whose pixels count; decoding always
+runs on the whole batch so batch composition never changes the numbers.
+
+Under ``torch.distributed`` each rank evaluates a disjoint shard (no padding, so no sample counts
+twice) and the confusion matrices are summed across ranks.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections import defaultdict
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
-from torch.utils.data import DataLoader
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
 
-from mlebench.data.transforms import Normalize
+from mlebench.corruptions import Corruption, corrupt_batch
+from mlebench.data.transforms import normalize_modality
 from mlebench.metrics import ConfusionMatrix
+from mlebench.protocols.base import ALL, CaseResult, EvalCase
 
 
-class _Normalized(torch.utils.data.Dataset):
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-        self.normalize = Normalize(dataset.info, dataset.modalities)
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world, ...``: disjoint shards that cover every sample once."""
+
+    def __init__(self, length: int, rank: int, world: int) -> None:
+        self.indices = list(range(rank, length, world))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.indices)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.normalize(self.dataset[index])
+
+def _condition_mask(meta: Mapping[str, Sequence[str]], condition: str, n: int) -> torch.Tensor:
+    if condition == ALL:
+        return torch.ones(n, dtype=torch.bool)
+    hits = [any(values[i] == condition for values in meta.values() if isinstance(values, (list, tuple)))
+            for i in range(n)]
+    return torch.tensor(hits, dtype=torch.bool)
+
+
+class _CaseInputs:
+    """Normalised (and corrupted) inputs and their features for one batch, computed lazily."""
+
+    def __init__(self, method: Any, batch: dict[str, Any], device: torch.device, base_seed: int) -> None:
+        self.method, self.batch, self.device, self.base_seed = method, batch, device, base_seed
+        self._inputs: dict[tuple[str, str], torch.Tensor] = {}
+        self._features: dict[tuple[str, str], Any] = {}
+
+    def input(self, modality: str, corruption: Corruption | None) -> torch.Tensor:
+        key = (modality, corruption.name if corruption is not None and corruption.modality == modality else "")
+        if key not in self._inputs:
+            raw = self.batch[modality]
+            if key[1]:
+                raw = corrupt_batch({modality: raw, "meta": self.batch["meta"]}, [corruption], self.base_seed)[modality]
+            spec = self.method.info.modality(modality)
+            self._inputs[key] = normalize_modality(raw.to(self.device), spec)
+        return self._inputs[key]
+
+    def features(self, modality: str, corruption: Corruption | None) -> Any:
+        key = (modality, corruption.name if corruption is not None and corruption.modality == modality else "")
+        if key not in self._features:
+            self._features[key] = self.method.encode(modality, self.input(modality, corruption))
+        return self._features[key]
+
+    def zeros_features(self, modality: str) -> Any:
+        """Features of an all-zero (normalised) input, for methods that cannot drop a modality."""
+        key = (modality, "zeros")
+        if key not in self._features:
+            like = self.batch[modality]
+            zero = torch.zeros(like.shape, dtype=torch.float32, device=self.device)
+            self._features[key] = self.method.encode(modality, zero)
+        return self._features[key]
+
+
+def _case_features(method: Any, cache: _CaseInputs, case: EvalCase) -> dict[str, Any]:
+    feats = {m: cache.features(m, case.corruption) for m in case.test_modalities}
+    if not method.supports_missing_modalities:
+        for m in method.modalities:
+            feats.setdefault(m, cache.zeros_features(m))
+    return feats
+
+
+def _case_forward(method: Any, cache: _CaseInputs, case: EvalCase) -> Any:
+    """One plain forward for the case (no reuse across cases)."""
+    inputs = {m: cache.input(m, case.corruption) for m in case.test_modalities}
+    names = list(case.test_modalities)
+    if not method.supports_missing_modalities:
+        for m in method.modalities:
+            if m not in inputs:
+                inputs[m] = torch.zeros_like(next(iter(inputs.values())))
+        names = list(method.modalities)
+    if method.separable_encoder:
+        size = tuple(next(iter(inputs.values())).shape[-2:])
+        return method.decode({m: method.encode(m, inputs[m]) for m in names}, size)
+    return method(inputs, names)
+
+
+def missing_policy(method: Any) -> str:
+    """How a missing modality is handled for this method (recorded with the results)."""
+    return "drop" if method.supports_missing_modalities else "zero-fill"
 
 
 @torch.no_grad()
-def evaluate_subsets(
+def evaluate_cases(
     method: Any,
     dataset: Any,
-    subsets: Sequence[Sequence[str]],
+    cases: Sequence[EvalCase],
     batch_size: int = 4,
-    device: str = "cpu",
-) -> dict[tuple[str, ...], ConfusionMatrix]:
-    """A confusion matrix per modality subset of ``method.modalities``."""
+    device: str | torch.device = "cpu",
+    feature_cache: bool = True,
+    base_seed: int = 0,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> list[CaseResult]:
+    """Confusion-matrix metrics for every case, in the order given."""
+    device = torch.device(device)
     method.to(device).eval()
-    subsets = [tuple(s) for s in subsets]
-    needed = sorted({m for s in subsets for m in s}, key=list(method.modalities).index)
-    matrices = {s: ConfusionMatrix(method.num_classes, dataset.info.ignore_index, device) for s in subsets}
-    loader = DataLoader(_Normalized(dataset), batch_size=batch_size, shuffle=False)
-    for batch in loader:
-        inputs = {m: batch[m].to(device) for m in needed}
-        target = batch["label"].to(device)
-        size = tuple(target.shape[-2:])
-        features = method.encode_many(inputs) if method.separable_encoder else None
-        for subset in subsets:
-            if features is not None:
-                output = method.decode({m: features[m] for m in subset}, size)
-            else:
-                output = method({m: inputs[m] for m in subset}, subset)
-            matrices[subset].update(output.logits.argmax(1), target, validate=False)
-    return matrices
+    for case in cases:
+        method.check_subset(case.test_modalities)
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world),
+        num_workers=num_workers,
+    )
+    info = dataset.info
+    matrices = {c: ConfusionMatrix(method.num_classes, info.ignore_index, device) for c in cases}
+    counts: dict[EvalCase, int] = defaultdict(int)
+    use_cache = feature_cache and method.separable_encoder
+    passes = [list(cases)] if use_cache else [[c] for c in cases]  # uncached: one pass per case
+    bar = tqdm(total=len(passes) * len(loader), disable=not progress, desc="eval", unit="batch")
+    for pass_cases in passes:
+        for batch in loader:
+            target = batch["label"].to(device)
+            size = tuple(target.shape[-2:])
+            cache = _CaseInputs(method, batch, device, base_seed)
+            for case in pass_cases:
+                mask = _condition_mask(batch["meta"], case.condition, target.shape[0]).to(device)
+                n = int(mask.sum())
+                if n == 0:
+                    continue
+                if use_cache:
+                    output = method.decode(_case_features(method, cache, case), size)
+                else:
+                    output = _case_forward(method, cache, case)
+                matrices[case].update(output.logits.argmax(1)[mask], target[mask], validate=False)
+                counts[case] += n
+            bar.update(1)
+    bar.close()
+    results = []
+    for case in cases:
+        cm = matrices[case].all_reduce()
+        samples = torch.tensor(counts[case], device=device)
+        if distributed:
+            dist.all_reduce(samples)
+        convention = info.miou_convention
+        results.append(
+            CaseResult(
+                case=case,
+                miou=cm.miou(convention),
+                pixel_accuracy=cm.pixel_accuracy(),
+                mean_f1=cm.mean_f1(convention),
+                iou=cm.iou().tolist(),
+                samples=int(samples),
+            )
+        )
+    return results

@@ -1,0 +1,184 @@
+"""The main job: train (or load) a method, evaluate a protocol, store and print the results."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.distributed as dist
+
+from mlebench.data import dataset_info, load_dataset
+from mlebench.engine.checkpoint import load_checkpoint, package_versions
+from mlebench.engine.evaluate import evaluate_cases, missing_policy
+from mlebench.engine.train import TrainConfig, train
+from mlebench.errors import ConfigError
+from mlebench.protocols import CaseResult, get_protocol
+from mlebench.results import ResultRow, ResultsStore, git_commit
+
+# Training defaults per preset (the paper's: 1024² crops, batch 6, 100 epochs, bf16 on GPU).
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"steps": 300, "batch_size": 8, "crop_size": 128, "base_size": 256, "lr": 1e-3},
+    "paper": {"batch_size": 6, "crop_size": 1024, "base_size": 1024, "lr": 1e-4, "amp": True},
+}
+PAPER_EPOCHS = 100
+
+
+@dataclass
+class RunSpec:
+    method: str
+    protocol: str
+    dataset: str = "synthetic"
+    data_root: Path | None = None
+    train_modalities: tuple[str, ...] | None = None
+    preset: str = "tiny"
+    method_options: dict[str, Any] = field(default_factory=dict)
+    train_options: dict[str, Any] = field(default_factory=dict)
+    protocol_options: dict[str, Any] = field(default_factory=dict)
+    steps: int | None = None
+    epochs: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    results: Path = Path("results.sqlite")
+    checkpoint: Path | None = None  # evaluate this instead of training
+    save_checkpoint: Path | None = None  # where training writes (default runs/<run id>.pt)
+    resume: bool = False
+    eval_split: str = "val"
+    eval_batch_size: int = 4
+    feature_cache: bool = True
+
+
+@dataclass
+class RunOutcome:
+    run_id: str | None
+    results: list[CaseResult]
+    summary: list[dict[str, Any]]
+    checkpoint: Path | None
+
+
+def train_config(spec: RunSpec, n_train: int) -> TrainConfig:
+    options = {**TRAIN_PRESETS[spec.preset], **spec.train_options}
+    options.update(seed=spec.seed, device=spec.device)
+    if spec.steps is not None:
+        options["steps"] = spec.steps
+    epochs = spec.epochs if spec.epochs is not None else (PAPER_EPOCHS if "steps" not in options else None)
+    if epochs is not None and spec.steps is None:
+        per_epoch = max(1, n_train // options.get("batch_size", 8))
+        options["steps"] = epochs * per_epoch
+    if options.get("amp") and not str(spec.device).startswith("cuda"):
+        options["amp"] = False  # bf16 autocast is for the GPU; CPU runs stay in fp32
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return TrainConfig(**options)
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool = False) -> RunOutcome:
+    """Train or load, evaluate the protocol, store everything; rank 0 writes."""
+    from methods import build_method
+
+    info = dataset_info(spec.dataset)
+    modalities = tuple(spec.train_modalities or info.defaults)
+    protocol = get_protocol(spec.protocol, **spec.protocol_options)
+    cases = protocol.cases(modalities, info)
+    if spec.eval_split not in info.splits:
+        raise ConfigError(f"unknown split {spec.eval_split!r} for {info.name}; known: {', '.join(info.splits)}")
+    eval_set = load_dataset(spec.dataset, spec.data_root, spec.eval_split, modalities)
+    train_set = None if spec.checkpoint else load_dataset(spec.dataset, eval_set.root, "train", modalities)
+    torch.manual_seed(spec.seed)
+    method = build_method(spec.method, info, modalities, spec.preset, **spec.method_options)
+    config = train_config(spec, len(train_set)) if train_set is not None else None
+    store = ResultsStore(spec.results) if _rank() == 0 else None
+    run_id = None
+    if store is not None:
+        run_id = store.start_run(
+            method=spec.method, variant=method.variant, dataset=info.name, train_modalities=modalities,
+            preset=spec.preset,
+            config={
+                "protocol": spec.protocol, "method": method.config_dict(),
+                "train": dataclasses.asdict(config) if config else None,
+                "checkpoint": str(spec.checkpoint) if spec.checkpoint else None,
+                "eval_split": spec.eval_split, "missing_modality": missing_policy(method),
+                "frozen_source": method.frozen_source, "miou_convention": info.miou_convention,
+                "feature_cache": spec.feature_cache, "world_size": _world(),
+            },
+            seed=spec.seed, git_commit=git_commit(), versions=package_versions(),
+        )  # fmt: skip
+    try:
+        checkpoint = spec.checkpoint
+        if spec.checkpoint is not None:
+            load_checkpoint(method, spec.checkpoint)
+            echo(f"loaded {spec.checkpoint}")
+        else:
+            checkpoint = spec.save_checkpoint or Path("runs") / f"{run_id or 'run'}.pt"
+            echo(f"training {spec.method} ({spec.preset}) on {info.name} {'-'.join(modalities)} "
+                 f"for {config.steps} steps on {spec.device}")
+            train(method, train_set, config, progress=progress, checkpoint=checkpoint, resume=spec.resume)
+            echo(f"checkpoint: {checkpoint}")
+        echo(f"evaluating protocol {spec.protocol}: {len(cases)} cases on {info.name}/{spec.eval_split} "
+             f"({len(eval_set)} samples)")
+        results = evaluate_cases(
+            method, eval_set, cases, batch_size=spec.eval_batch_size, device=spec.device,
+            feature_cache=spec.feature_cache, base_seed=spec.seed, progress=progress,
+        )  # fmt: skip
+        summary = protocol.summary(results, modalities)
+        if store is not None:
+            store.finish_run(run_id, result_rows(spec.protocol, results, summary, info.classes))
+    except BaseException as exc:
+        if store is not None and run_id is not None:
+            store.fail_run(run_id, f"{type(exc).__name__}: {exc}")
+        raise
+    return RunOutcome(run_id, results, summary, checkpoint)
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def result_rows(
+    protocol: str, results: Sequence[CaseResult], summary: Sequence[dict[str, Any]], classes: Sequence[str]
+) -> list[ResultRow]:
+    rows = []
+    for r in results:
+        base = {"protocol": protocol, "test_modalities": r.case.test_modalities,
+                "condition": r.case.condition, "corruption": r.case.corruption_name}  # fmt: skip
+        for metric in ("miou", "pixel_accuracy", "mean_f1"):
+            rows.append(ResultRow(metric=metric, value=getattr(r, metric), **base))
+        rows.append(ResultRow(metric="samples", value=float(r.samples), **base))
+        rows += [ResultRow(metric="iou", value=v, class_name=c, **base) for c, v in zip(classes, r.iou)]
+    for s in summary:
+        rows.append(ResultRow(protocol=protocol, test_modalities=("*",), condition=s.get("condition", "all"),
+                              corruption=s.get("corruption", "none"), metric=s["metric"], value=s["value"]))
+    return rows
+
+
+def format_results(results: Sequence[CaseResult], summary: Sequence[dict[str, Any]]) -> str:
+    """A readable table: one line per case, then the protocol's summary numbers."""
+    width = max([len(r.case.label) for r in results] + [10])
+    lines = [f"{'case':<{width}}  {'mIoU':>7}  {'pixAcc':>7}  {'mF1':>7}  {'n':>5}"]
+    for r in results:
+        lines.append(f"{r.case.label:<{width}}  {100 * r.miou:7.2f}  {100 * r.pixel_accuracy:7.2f}  "
+                     f"{100 * r.mean_f1:7.2f}  {r.samples:5d}")
+    for s in summary:
+        lines.append(f"{s['metric']:<{width}}  {100 * s['value']:7.2f}")
+    return "\n".join(lines)
+
+
+def init_distributed(device: str) -> bool:
+    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA)."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return False
+    if not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend=backend)
+        if device.startswith("cuda"):
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    return True

@@ -1,0 +1,19 @@
+"""Evaluation protocols; importing this package registers them."""
+
+from mlebench.protocols.base import (
+    ALL,
+    NO_CORRUPTION,
+    CaseResult,
+    EvalCase,
+    Protocol,
+    get_protocol,
+    protocol_names,
+    register_protocol,
+)
+
+from mlebench.protocols import conditions, full, missing_modality, noise  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "ALL", "NO_CORRUPTION", "CaseResult", "EvalCase", "Protocol", "get_protocol", "protocol_names",
+    "register_protocol",
+]  # fmt: skip

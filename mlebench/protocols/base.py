@@ -1,0 +1,104 @@
+"""Protocols expand a trained model's evaluation into cases; nothing else.
+
+A case is (test modalities, condition, corruption). The evaluator runs all cases of a
+protocol over one pass of the data; the protocol then may add summary rows (e.g. the mean
+over modality subsets). A protocol is a module with a class decorated by
+:func:`register_protocol`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from mlebench.corruptions import Corruption
+from mlebench.data.base import DatasetInfo
+from mlebench.errors import ConfigError
+
+ALL = "all"  # the condition that selects every sample
+NO_CORRUPTION = "none"
+
+
+@dataclass(frozen=True)
+class EvalCase:
+    test_modalities: tuple[str, ...]
+    condition: str = ALL
+    corruption: Corruption | None = None
+
+    @property
+    def corruption_name(self) -> str:
+        return self.corruption.name if self.corruption is not None else NO_CORRUPTION
+
+    @property
+    def label(self) -> str:
+        parts = ["-".join(self.test_modalities)]
+        if self.condition != ALL:
+            parts.append(self.condition)
+        if self.corruption is not None:
+            parts.append(self.corruption.name)
+        return " | ".join(parts)
+
+
+@dataclass
+class CaseResult:
+    """What the evaluator measured for one case."""
+
+    case: EvalCase
+    miou: float
+    pixel_accuracy: float
+    mean_f1: float
+    iou: list[float]  # per class
+    samples: int
+
+
+class Protocol(ABC):
+    name: str = ""
+    description: str = ""
+
+    @abstractmethod
+    def cases(self, train_modalities: Sequence[str], info: DatasetInfo) -> list[EvalCase]:
+        """The evaluation cases for a model trained on ``train_modalities``."""
+
+    def summary(self, results: Sequence[CaseResult], train_modalities: Sequence[str]) -> list[dict[str, Any]]:
+        """Protocol-level numbers computed from the case results (metric, value, ...)."""
+        return []
+
+
+_PROTOCOLS: dict[str, type[Protocol]] = {}
+
+
+def register_protocol(name: str) -> Callable[[type[Protocol]], type[Protocol]]:
+    def decorator(cls: type[Protocol]) -> type[Protocol]:
+        if name in _PROTOCOLS:
+            raise ValueError(f"protocol {name!r} is registered twice")
+        cls.name = name
+        _PROTOCOLS[name] = cls
+        return cls
+
+    return decorator
+
+
+def protocol_names() -> list[str]:
+    return sorted(_PROTOCOLS)
+
+
+def get_protocol(name: str, **options: Any) -> Protocol:
+    if name not in _PROTOCOLS:
+        raise ConfigError(f"unknown protocol {name!r}; known: {', '.join(protocol_names())}")
+    return _PROTOCOLS[name](**options)
+
+
+def check_condition(condition: str, info: DatasetInfo) -> None:
+    if condition != ALL and condition not in info.cases:
+        known = ", ".join((ALL, *info.cases))
+        raise ConfigError(f"unknown condition {condition!r} for {info.name}; known: {known}")
+
+
+def canonical(modalities: Sequence[str], order: Sequence[str]) -> tuple[str, ...]:
+    """``modalities`` in the training order (so 'depth,rgb' and 'rgb,depth' are one case)."""
+    return tuple(m for m in order if m in modalities)
+
+
+def as_mapping(results: Sequence[CaseResult]) -> Mapping[EvalCase, CaseResult]:
+    return {r.case: r for r in results}

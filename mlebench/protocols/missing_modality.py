@@ -1,0 +1,46 @@
+"""``missing-modality``: every non-empty subset of the training modalities, from ONE model.
+
+Summary numbers (paper Sec. IV-D, Tab. VI/VII and the "Mean" column):
+
+- ``miou_avg``: the plain mean of mIoU over all subsets;
+- ``miou_e_p{p}``: the expected mIoU when each modality is missing independently with rate p:
+  subset S weighted by ``p^(#missing) (1-p)^(#present)``, renormalised over the non-empty
+  subsets (the empty set has no prediction), for p in 0.2, 0.1, 0.05.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Sequence
+
+from mlebench.data.base import DatasetInfo
+from mlebench.protocols.base import CaseResult, EvalCase, Protocol, register_protocol
+
+MISSING_RATES = (0.2, 0.1, 0.05)
+
+
+def all_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
+    """Non-empty subsets, smallest first, each in the given order (15 for four)."""
+    return [s for r in range(1, len(modalities) + 1) for s in itertools.combinations(modalities, r)]
+
+
+def expected_miou(miou_by_subset: dict[tuple[str, ...], float], modalities: Sequence[str], p: float) -> float:
+    n = len(modalities)
+    weights = {s: p ** (n - len(s)) * (1 - p) ** len(s) for s in miou_by_subset}
+    total = sum(weights.values())
+    return sum(w * miou_by_subset[s] for s, w in weights.items()) / total
+
+
+@register_protocol("missing-modality")
+class MissingModality(Protocol):
+    description = "every non-empty subset of the training modalities (mIoU^Avg, mIoU^E)"
+
+    def cases(self, train_modalities: Sequence[str], info: DatasetInfo) -> list[EvalCase]:
+        return [EvalCase(s) for s in all_subsets(train_modalities)]
+
+    def summary(self, results: Sequence[CaseResult], train_modalities: Sequence[str]) -> list[dict[str, Any]]:
+        by_subset = {r.case.test_modalities: r.miou for r in results}
+        rows = [{"metric": "miou_avg", "value": sum(by_subset.values()) / len(by_subset)}]
+        for p in MISSING_RATES:
+            rows.append({"metric": f"miou_e_p{p:g}", "value": expected_miou(by_subset, train_modalities, p)})
+        return rows

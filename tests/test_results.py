@@ -1,0 +1,495 @@
+"""The results store: round trips, atomic runs, killed and concurrent writers, foreign files."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlebench.errors import ConfigError
+from mlebench.results import (
+    APPLICATION_ID,
+    RESULT_COLUMNS,
+    SCHEMA_VERSION,
+    ResultRow,
+    ResultsStore,
+    git_commit,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+ROWS = [
+    ResultRow("full", ("rgb", "depth"), "all", "", "mIoU", 0.5123456789012345),
+    ResultRow("full", ("rgb", "depth"), "all", "", "IoU", 0.75, class_name="car"),
+    ResultRow("full", ("rgb", "depth"), "all", "", "IoU", float("nan"), class_name="bicycle"),
+    ResultRow("missing", ("depth",), "night", "gaussian_noise_3", "mIoU", 0.25),
+]
+
+
+def _start(store: ResultsStore, **overrides) -> str:
+    fields = dict(
+        method="mlesam",
+        variant="base",
+        dataset="deliver",
+        train_modalities=["rgb", "depth"],
+        preset="smoke",
+        config={"lr": 1e-4, "epochs": 2},
+        seed=0,
+        git_commit="0" * 40,
+        versions={"mlebench": "0.1.0"},
+    )
+    fields.update(overrides)
+    return store.start_run(**fields)
+
+
+def _expected(run_id: str, rows=ROWS, train="rgb,depth") -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "run_id": run_id,
+                "method": "mlesam",
+                "variant": "base",
+                "dataset": "deliver",
+                "train_modalities": train,
+                "protocol": r.protocol,
+                "test_modalities": ",".join(r.test_modalities),
+                "condition": r.condition,
+                "corruption": r.corruption,
+                "metric": r.metric,
+                "class": r.class_name,
+                "value": r.value,
+            }
+            for r in rows
+        ],
+        columns=list(RESULT_COLUMNS),
+    )
+
+
+def _sql(path: Path, query: str, params=()) -> list[tuple]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(query, params).fetchall()
+    finally:
+        conn.close()
+
+
+# -- round trip ------------------------------------------------------------------------------
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "folder" / "results.sqlite"
+    store = ResultsStore(path)
+    assert path.is_file()
+    run_id = _start(store)
+    assert len(run_id) == 32 and int(run_id, 16) >= 0
+
+    store.finish_run(run_id, ROWS)
+
+    frame = store.results()
+    assert list(frame.columns) == list(RESULT_COLUMNS)
+    pd.testing.assert_frame_equal(frame, _expected(run_id))
+    assert math.isnan(frame.loc[2, "value"])
+    assert frame.loc[0, "value"] == ROWS[0].value  # no precision lost
+
+    runs = store.runs()
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert run["id"] == run_id
+    assert run["status"] == "finished"
+    assert run["ended_at"] >= run["started_at"]
+    assert run["started_at"].endswith("+00:00")
+    assert run["train_modalities"] == "rgb,depth"
+    assert run["config"] == {"lr": 1e-4, "epochs": 2}
+    assert run["versions"] == {"mlebench": "0.1.0"}
+    assert run["seed"] == 0 and run["git_commit"] == "0" * 40
+    assert run["error"] is None
+
+    # The file carries our marker and uses WAL journaling.
+    assert _sql(path, "PRAGMA application_id") == [(APPLICATION_ID,)]
+    assert _sql(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert _sql(path, "PRAGMA journal_mode") == [("wal",)]
+
+    # Reopening an existing store keeps everything.
+    pd.testing.assert_frame_equal(ResultsStore(path).results(), _expected(run_id))
+
+
+def test_empty_store(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.db")
+    assert store.runs().empty and store.results().empty
+    assert list(store.results().columns) == list(RESULT_COLUMNS)
+    assert store.export("csv") == ",".join(RESULT_COLUMNS) + "\n"
+    assert json.loads(store.export("json")) == []
+
+
+def test_runs_newest_first_and_filter_by_run_id(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.db")
+    first = _start(store, seed=1)
+    second = _start(store, seed=2)
+    store.finish_run(first, ROWS[:1])
+    store.finish_run(second, ROWS[1:2])
+    assert list(store.runs()["id"]) == [second, first]
+    assert list(store.results()["run_id"]) == [first, second]
+    assert list(store.results(run_ids=[second])["run_id"]) == [second]
+    with pytest.raises(ConfigError, match="nosuchrun"):
+        store.results(run_ids=["nosuchrun"])
+
+
+def test_default_versions_come_from_package_versions(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.db")
+    run_id = _start(store, versions=None)
+    versions = store.runs().set_index("id").loc[run_id, "versions"]
+    assert {"mlebench", "torch", "sam2"} <= set(versions)
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.db")
+    with pytest.raises(TypeError, match="train_modalities"):
+        _start(store, train_modalities="rgb")  # would silently become "r,g,b"
+    run_id = _start(store)
+    with pytest.raises(ConfigError, match="status"):
+        store.finish_run(run_id, ROWS, status="done")
+    with pytest.raises(ConfigError, match="no run"):
+        store.finish_run("f" * 32, ROWS)
+    store.finish_run(run_id, ROWS)
+    with pytest.raises(ConfigError, match="already ended"):
+        store.finish_run(run_id, ROWS)
+    assert len(store.results()) == len(ROWS)
+
+
+# -- unfinished and failed runs --------------------------------------------------------------
+
+
+def test_unfinished_runs_are_excluded_by_default(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.db")
+    finished = _start(store)
+    running = _start(store)
+    failed = _start(store)
+    failed_with_rows = _start(store)
+    store.finish_run(finished, ROWS)
+    store.fail_run(failed, "CUDA out of memory")
+    store.finish_run(failed_with_rows, ROWS[:2], status="failed")
+
+    assert set(store.results()["run_id"]) == {finished}
+    exported = json.loads(store.export("json"))
+    assert {r["run_id"] for r in exported} == {finished}
+    assert set(pd.read_csv(io.StringIO(store.export("csv")))["run_id"]) == {finished}
+
+    everything = store.results(include_unfinished=True)
+    assert everything["run_id"].value_counts().to_dict() == {finished: 4, failed_with_rows: 2}
+
+    runs = store.runs().set_index("id")
+    assert runs.loc[running, "status"] == "running" and runs.loc[running, "ended_at"] is None
+    assert runs.loc[failed, "status"] == "failed"
+    assert runs.loc[failed, "error"] == "CUDA out of memory"
+    assert runs.loc[failed, "ended_at"] is not None
+    with pytest.raises(ConfigError, match="already ended"):
+        store.fail_run(finished, "too late")
+
+
+# -- killed runs and atomic finish -----------------------------------------------------------
+
+_CHILD = """
+import sys, time
+from mlebench.results import ResultRow, ResultsStore
+
+store = ResultsStore(sys.argv[1])
+run_id = store.start_run(method="mlesam", variant="base", dataset="deliver",
+                         train_modalities=["rgb"], preset="smoke", config={}, seed=0,
+                         versions={})
+print(run_id, flush=True)
+
+def rows():
+    for i in range(100):
+        if i == 50:
+            print("inside finish_run", flush=True)
+            time.sleep(600)
+        yield ResultRow("full", ("rgb",), "all", "", "mIoU", i / 100)
+
+if sys.argv[2] == "finish":
+    store.finish_run(run_id, rows())
+else:
+    print("training", flush=True)
+    time.sleep(600)
+"""
+
+
+def _run_and_kill(path: Path, mode: str) -> str:
+    """Start a run in a child process, wait until it reaches ``mode``'s sleep, SIGKILL it."""
+    pythonpath = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(path), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        run_id = child.stdout.readline().strip()
+        reached = child.stdout.readline().strip()
+        assert reached, f"child died early: {child.stderr.read()}"
+        if mode == "finish":
+            # The child really is inside the write transaction: the write lock is taken.
+            probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                probe.execute("BEGIN IMMEDIATE")
+            probe.close()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.communicate()
+    assert child.returncode == -signal.SIGKILL
+    return run_id
+
+
+@pytest.mark.parametrize("mode", ["train", "finish"])
+def test_killed_run_leaves_running_row_and_no_results(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "r.db"
+    store = ResultsStore(path)
+    run_id = _run_and_kill(path, mode)
+
+    runs = store.runs()
+    assert list(runs["id"]) == [run_id]
+    assert runs.iloc[0]["status"] == "running"
+    assert runs.iloc[0]["ended_at"] is None
+    assert _sql(path, "SELECT count(*) FROM results") == [(0,)]
+    assert store.results(include_unfinished=True).empty
+
+    # The file is still fully usable, including for writes.
+    other = _start(store)
+    store.finish_run(other, ROWS)
+    pd.testing.assert_frame_equal(store.results(), _expected(other))
+
+
+def test_exception_inside_finish_run_writes_nothing(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.db")
+    run_id = _start(store)
+
+    def rows():
+        yield from ROWS[:3]
+        raise RuntimeError("evaluation crashed")
+
+    with pytest.raises(RuntimeError, match="evaluation crashed"):
+        store.finish_run(run_id, rows())
+    assert _sql(store.path, "SELECT count(*) FROM results") == [(0,)]
+    assert store.runs().iloc[0]["status"] == "running"
+
+    # A bad row halfway is rolled back the same way.
+    with pytest.raises(TypeError):
+        store.finish_run(run_id, [ROWS[0], "not a row"])
+    assert _sql(store.path, "SELECT count(*) FROM results") == [(0,)]
+
+    # The run can still be finished (or failed) afterwards.
+    store.finish_run(run_id, ROWS)
+    pd.testing.assert_frame_equal(store.results(), _expected(run_id))
+
+
+# -- concurrent writers ----------------------------------------------------------------------
+
+N_WORKERS, N_RUNS, N_ROWS = 3, 20, 50
+
+
+def _value(worker: int, run: int, row: int) -> float:
+    return worker * 1e6 + run * 1e3 + row
+
+
+def _writer(path: str, worker: int, go, errors) -> None:
+    try:
+        go.wait(60)
+        store = ResultsStore(path)  # the file does not exist yet: creation races too
+        for run in range(N_RUNS):
+            run_id = store.start_run(
+                method="mlesam", variant="base", dataset="deliver", train_modalities=["rgb"],
+                preset="smoke", config={"worker": worker}, seed=run, versions={},
+            )
+            rows = [
+                ResultRow("full", ("rgb",), "all", "", "IoU", _value(worker, run, i), f"c{i}")
+                for i in range(N_ROWS)
+            ]
+            store.finish_run(run_id, rows)
+        errors.put(None)
+    except BaseException:  # report everything to the parent, including 'database is locked'
+        errors.put(traceback.format_exc())
+
+
+def test_concurrent_writers(tmp_path: Path) -> None:
+    path = tmp_path / "shared" / "results.db"
+    ctx = multiprocessing.get_context("fork")
+    go, errors = ctx.Event(), ctx.Queue()
+    workers = [
+        ctx.Process(target=_writer, args=(str(path), w, go, errors)) for w in range(N_WORKERS)
+    ]
+    for proc in workers:
+        proc.start()
+    go.set()
+    reports = [errors.get(timeout=300) for _ in workers]
+    for proc in workers:
+        proc.join(60)
+    assert reports == [None] * N_WORKERS, "\n".join(filter(None, reports))
+    assert [proc.exitcode for proc in workers] == [0] * N_WORKERS
+
+    store = ResultsStore(path)
+    runs = store.runs()
+    assert len(runs) == N_WORKERS * N_RUNS
+    assert (runs["status"] == "finished").all()
+    frame = store.results()
+    assert len(frame) == N_WORKERS * N_RUNS * N_ROWS
+    assert sorted(frame["value"]) == sorted(
+        _value(w, r, i) for w in range(N_WORKERS) for r in range(N_RUNS) for i in range(N_ROWS)
+    )
+    assert frame.groupby("run_id").size().eq(N_ROWS).all()
+
+
+# -- foreign files ---------------------------------------------------------------------------
+
+
+def _text_file(path: Path) -> None:
+    path.write_text("run,value\nabc,1\n")
+
+
+def _other_table(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE photos (name TEXT)")
+    conn.execute("INSERT INTO photos VALUES ('cat.jpg')")
+    conn.commit()
+    conn.close()
+
+
+def _other_application(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA application_id = 1234")
+    conn.execute("CREATE TABLE runs (id TEXT)")  # even with a table of the same name
+    conn.commit()
+    conn.close()
+
+
+def _other_application_no_tables(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA application_id = 1234")
+    conn.close()
+
+
+def _binary_junk(path: Path) -> None:
+    path.write_bytes(b"\x00\x01\x02" * 1000)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_text_file, _other_table, _other_application, _other_application_no_tables, _binary_junk],
+)
+def test_refuses_foreign_files(tmp_path: Path, make) -> None:
+    path = tmp_path / "not-ours.db"
+    make(path)
+    before = path.read_bytes()
+    listing = sorted(os.listdir(tmp_path))
+    with pytest.raises(ConfigError, match="is not an mlebench results file") as info:
+        ResultsStore(path)
+    assert str(path) in str(info.value)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == listing  # no journal or WAL files left behind
+
+
+def test_refuses_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is not an mlebench results file"):
+        ResultsStore(tmp_path)
+
+
+def test_refuses_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    ResultsStore(path)
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(ConfigError, match="newer"):
+        ResultsStore(path)
+
+
+def test_adopts_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    path.touch()
+    store = ResultsStore(path)
+    run_id = _start(store)
+    store.finish_run(run_id, ROWS)
+    assert _sql(path, "PRAGMA application_id") == [(APPLICATION_ID,)]
+    assert len(store.results()) == len(ROWS)
+
+
+# -- export ----------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def finished_store(tmp_path: Path) -> tuple[ResultsStore, str]:
+    store = ResultsStore(tmp_path / "r.db")
+    run_id = _start(store)
+    store.finish_run(run_id, ROWS)
+    _start(store)  # an unfinished run, never exported by default
+    return store, run_id
+
+
+def test_export_csv(finished_store) -> None:
+    store, run_id = finished_store
+    out = io.StringIO()
+    text = store.export("csv", out)
+    assert out.getvalue() == text
+    assert text.splitlines()[0] == ",".join(RESULT_COLUMNS)
+    parsed = pd.read_csv(
+        io.StringIO(text), dtype=str, keep_default_na=False, na_values={"value": [""]}
+    )
+    parsed["value"] = parsed["value"].astype(float)
+    pd.testing.assert_frame_equal(parsed, _expected(run_id))
+
+
+def test_export_json(finished_store) -> None:
+    store, run_id = finished_store
+    out = io.StringIO()
+    text = store.export("JSON", out)
+    assert out.getvalue() == text
+    records = json.loads(text)
+    assert records[2]["value"] is None  # NaN
+    assert "NaN" not in text
+    expected = _expected(run_id).to_dict("records")
+    for record in expected:
+        if math.isnan(record["value"]):
+            record["value"] = None
+    assert records == expected
+    assert list(records[0]) == list(RESULT_COLUMNS)
+
+
+def test_export_unknown_format(finished_store) -> None:
+    store, _ = finished_store
+    with pytest.raises(ConfigError, match="csv, json"):
+        store.export("parquet")
+
+
+# -- git_commit ------------------------------------------------------------------------------
+
+
+def _fake_git(bin_dir: Path, script: str) -> None:
+    bin_dir.mkdir()
+    git = bin_dir / "git"
+    git.write_text(f"#!/bin/sh\n{script}\n")
+    git.chmod(0o755)
+
+
+def test_git_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    _fake_git(tmp_path / "ok", f'[ "$1 $2" = "rev-parse HEAD" ] && echo {sha}')
+    monkeypatch.setenv("PATH", str(tmp_path / "ok"))
+    assert git_commit(tmp_path) == sha
+
+    _fake_git(tmp_path / "norepo", "echo 'fatal: not a git repository' >&2; exit 128")
+    monkeypatch.setenv("PATH", str(tmp_path / "norepo"))
+    assert git_commit(tmp_path) is None
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no git at all
+    assert git_commit(tmp_path) is None
