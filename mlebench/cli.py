@@ -303,7 +303,8 @@ def _job_options(with_protocol: bool, checkpoint_required: bool = False):
             click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
                          help="YAML with 'method', 'train' and 'protocol' option mappings."),
             click.option("--sam2-checkpoint", type=click.Path(path_type=Path, dir_okay=False), default=None,
-                         help="SAM2 weights for the frozen encoder (paper preset: sam2.1_hiera_base_plus.pt)."),
+                         help="SAM2 weights for the frozen encoder (paper preset: sam2.1_hiera_base_plus.pt; "
+                              "'none' for a seeded random init)."),
             click.option("--seed", type=int, default=0, show_default=True),
             _device_option,
         ]
@@ -371,7 +372,9 @@ def _spec(params: dict[str, Any], protocol: str | None) -> Any:
     config = _read_config(params.get("config_file"))
     method_options = dict(config.get("method", {}))
     if params.get("sam2_checkpoint") is not None:
-        method_options["sam2_checkpoint"] = str(params["sam2_checkpoint"])
+        given = str(params["sam2_checkpoint"])
+        # "none": a randomly initialised (seeded) frozen encoder instead of the preset's weights.
+        method_options["sam2_checkpoint"] = None if given.lower() == "none" else given
     train_options = dict(config.get("train", {}))
     if params.get("checkpoint_every") is not None:
         train_options["checkpoint_every"] = params["checkpoint_every"]
@@ -511,6 +514,38 @@ def results_export(results_path: Path, fmt: str, out: Path | None) -> None:
     with atomic_path(out) as tmp:
         tmp.write_text(buffer.getvalue())
     click.echo(f"wrote {out}")
+
+
+@bench.command("feature-cache")
+@click.option("--method", "method_name", type=_method_choice(), default="mlesam", show_default=True)
+@click.option("--protocol", type=_protocol_choice(), default="missing-modality", show_default=True)
+@click.option("--preset", type=click.Choice(["tiny", "paper"]), default="tiny", show_default=True)
+@DATASET_OPTION
+@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--samples", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_feature_cache_cmd(
+    method_name: str, protocol: str, preset: str, dataset: str, data_root: Path | None, samples: int,
+    batch_size: int, device: str, as_json: bool,
+) -> None:
+    """Evaluation with and without the per-modality feature cache, side by side."""
+    import json
+
+    from mlebench.bench import bench_feature_cache
+
+    result = bench_feature_cache(method_name, protocol, preset, dataset, data_root, samples=samples,
+                                 batch_size=batch_size, device=device)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{protocol} ({result['cases']} cases) with {method_name} ({preset}) on {result['samples']} "
+               f"{dataset} samples, batch {batch_size}, {device}")
+    click.echo(f"  uncached (one pass per case) : {result['uncached_s']:8.2f} s")
+    click.echo(f"  feature cache (one pass)     : {result['cached_s']:8.2f} s")
+    click.echo(f"  ratio uncached/cached        : {result['ratio']:8.2f}x")
+    click.echo(f"  max |mIoU difference|        : {result['miou_max_abs_diff']:.2e}")
 
 
 if __name__ == "__main__":  # pragma: no cover

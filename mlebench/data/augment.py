@@ -111,9 +111,12 @@ class TrainingView(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        # Indices past the end encode the epoch: epoch * len + i (see engine.train.EpochBatches).
+        epoch, index = divmod(index, len(self.dataset))
+        epoch += self.epoch
         sample = self.dataset[index]
         if self.augment is not None:
-            g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, index))
+            g = torch.Generator().manual_seed(_mix(self.seed, epoch, index))
             sample = self.augment(sample, self.dataset.modalities, g)
         return self.normalize(sample)
 

@@ -96,6 +96,9 @@ def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool =
     torch.manual_seed(spec.seed)
     method = build_method(spec.method, info, modalities, spec.preset, **spec.method_options)
     config = train_config(spec, len(train_set)) if train_set is not None else None
+    if spec.checkpoint is not None:
+        load_checkpoint(method, spec.checkpoint)  # a mismatch fails here, before anything is written
+        echo(f"loaded {spec.checkpoint}")
     store = ResultsStore(spec.results) if _rank() == 0 else None
     run_id = None
     if store is not None:
@@ -114,10 +117,7 @@ def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool =
         )  # fmt: skip
     try:
         checkpoint = spec.checkpoint
-        if spec.checkpoint is not None:
-            load_checkpoint(method, spec.checkpoint)
-            echo(f"loaded {spec.checkpoint}")
-        else:
+        if spec.checkpoint is None:
             checkpoint = spec.save_checkpoint or Path("runs") / f"{run_id or 'run'}.pt"
             echo(f"training {spec.method} ({spec.preset}) on {info.name} {'-'.join(modalities)} "
                  f"for {config.steps} steps on {spec.device}")

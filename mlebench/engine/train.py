@@ -78,11 +78,13 @@ class EpochBatches(Sampler[list[int]]):
         return [mine]
 
     def __iter__(self) -> Iterator[list[int]]:
+        # Indices carry their epoch (epoch * n + i) so that the data set can seed each sample's
+        # augmentation by (seed, epoch, index); TrainingView decodes them.
         step = self.start
         while True:
             epoch, offset = divmod(step, self.per_epoch)
             for batch in self.epoch_batches(epoch)[offset:]:
-                yield batch
+                yield [epoch * self.n + i for i in batch]
                 step += 1
 
     def __len__(self) -> int:  # infinite in practice; DataLoader only needs a number
@@ -127,8 +129,11 @@ def train(
     view = TrainingView(dataset, TrainAugment(config.crop_size, config.base_size), seed=config.seed)
     batches = EpochBatches(len(view), config.batch_size, config.seed, rank, world)
     batches.start = start
+    # Its own generator: creating the iterator must not draw from the global RNG (dropout's),
+    # or a resumed run would drift from the uninterrupted one.
     loader = DataLoader(
-        view, batch_sampler=batches, num_workers=config.num_workers, pin_memory=device.type == "cuda"
+        view, batch_sampler=batches, num_workers=config.num_workers, pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(config.seed),
     )
     modalities = list(method.modalities)
     running = torch.zeros((), device=device)

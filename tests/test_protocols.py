@@ -1,0 +1,79 @@
+"""Protocol expansions and summaries."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlebench.corruptions import Corruption
+from mlebench.data import dataset_info
+from mlebench.errors import ConfigError
+from mlebench.protocols import ALL, CaseResult, EvalCase, get_protocol, protocol_names
+from mlebench.protocols.missing_modality import all_subsets, expected_miou
+from mlebench.protocols.noise import noise_corruptions
+
+RDEL = ("rgb", "depth", "event", "lidar")
+DELIVER = dataset_info("deliver")
+
+
+def test_registry():
+    assert {"full", "missing-modality", "noise", "conditions"} <= set(protocol_names())
+    with pytest.raises(ConfigError, match="unknown protocol 'robust'; known: conditions, full"):
+        get_protocol("robust")
+
+
+def test_full_is_the_training_modalities():
+    assert get_protocol("full").cases(RDEL, DELIVER) == [EvalCase(RDEL)]
+
+
+def test_missing_modality_expands_to_every_non_empty_subset():
+    cases = get_protocol("missing-modality").cases(RDEL, DELIVER)
+    subsets = [c.test_modalities for c in cases]
+    assert len(subsets) == 15 == len(set(subsets))
+    assert subsets[:4] == [("rgb",), ("depth",), ("event",), ("lidar",)] and subsets[-1] == RDEL
+    # Each subset keeps the training order, so 'depth,rgb' and 'rgb,depth' are one case.
+    assert all(list(s) == sorted(s, key=RDEL.index) for s in subsets)
+    assert all(c.condition == ALL and c.corruption is None for c in cases)
+    assert len(get_protocol("missing-modality").cases(("frame", "lidar"), dataset_info("muses"))) == 3
+
+
+def test_expected_miou_by_hand():
+    # Two modalities: P({a}) = P({b}) = p(1-p), P({a,b}) = (1-p)^2, renormalised without {}.
+    values = {("a",): 0.2, ("b",): 0.4, ("a", "b"): 0.6}
+    p = 0.2
+    w1, w2 = p * (1 - p), (1 - p) ** 2
+    expected = (w1 * 0.2 + w1 * 0.4 + w2 * 0.6) / (2 * w1 + w2)
+    assert expected_miou(values, ["a", "b"], p) == pytest.approx(expected)
+    assert len(all_subsets("abc")) == 7
+
+
+def test_missing_modality_summary_rows():
+    protocol = get_protocol("missing-modality")
+    results = [CaseResult(c, miou=0.1 * (i + 1), pixel_accuracy=0, mean_f1=0, iou=[], samples=1)
+               for i, c in enumerate(protocol.cases(("a", "b"), DELIVER))]
+    rows = {r["metric"]: r["value"] for r in protocol.summary(results, ("a", "b"))}
+    assert rows["miou_avg"] == pytest.approx(0.2)
+    assert set(rows) == {"miou_avg", "miou_e_p0.2", "miou_e_p0.1", "miou_e_p0.05"}
+    assert rows["miou_e_p0.05"] > rows["miou_e_p0.2"]  # rarer dropouts weight the full set more
+
+
+def test_noise_cases_cover_each_modality_with_the_papers_levels():
+    cases = get_protocol("noise").cases(RDEL, DELIVER)
+    assert cases[0] == EvalCase(RDEL)  # clean reference
+    names = {c.corruption.name for c in cases[1:]}
+    for m in RDEL:
+        assert {f"gaussian-50@{m}", f"uniform-100@{m}", f"missing_pixels-0.25@{m}",
+                f"missing_pixels-0.75@{m}", f"salt_pepper-0.05@{m}"} <= names
+    per_modality = len(noise_corruptions("rgb"))
+    assert len(cases) == 1 + 4 * per_modality == 1 + len(names)  # no duplicates
+    assert all(c.test_modalities == RDEL for c in cases)
+    assert len(get_protocol("noise", sweep=False).cases(RDEL, DELIVER)) == 1 + 4 * 2
+    assert Corruption("gaussian", 50.0, "rgb") in {c.corruption for c in cases}
+
+
+def test_conditions_follow_the_data_set():
+    cases = get_protocol("conditions").cases(RDEL, DELIVER)
+    assert [c.condition for c in cases] == [ALL, "cloud", "fog", "night", "rain", "sun", "motionblur",
+                                            "overexposure", "underexposure", "lidarjitter", "eventlowres"]
+    muses = get_protocol("conditions").cases(("frame",), dataset_info("muses"))
+    assert {c.condition for c in muses} == {ALL, "clear", "fog", "rain", "snow", "day", "night"}
+    assert get_protocol("conditions").cases(("rgb",), dataset_info("mcubes")) == [EvalCase(("rgb",))]

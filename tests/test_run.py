@@ -1,0 +1,213 @@
+"""`mlebench run / train / eval / results` end to end, resume, divergence, bad input, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from methods import build_method
+from mlebench.cli import main
+from mlebench.data import dataset_info, load_dataset
+from mlebench.data.synthetic import generate_synthetic
+from mlebench.engine.checkpoint import read_checkpoint, save_checkpoint
+from mlebench.engine.train import NonFiniteLoss, TrainConfig, train
+from mlebench.results import ResultsStore
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_synthetic(tmp_path_factory.mktemp("run") / "s", size=64, n_train=8, n_val=4, n_test=1,
+                              seed=2, workers=1)
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+
+
+def test_run_train_eval_results(root: Path, tmp_path: Path):
+    db, ckpt = tmp_path / "r.sqlite", tmp_path / "m.pt"
+    result = invoke("run", "--data-root", str(root), "--steps", "3", "--results", str(db),
+                    "--save-checkpoint", str(ckpt), "--sam2-checkpoint", "none")
+    assert result.exit_code == 0, result.output
+    for line in ("rgb-depth-event-lidar", "depth-lidar", "miou_avg", "miou_e_p0.2", "stored in"):
+        assert line in result.output
+    runs = ResultsStore(db).runs()
+    assert list(runs["status"]) == ["finished"] and runs["train_modalities"][0] == "rgb,depth,event,lidar"
+    assert runs["config"][0]["missing_modality"] == "drop"
+    # eval of the saved checkpoint reproduces the numbers exactly.
+    result = invoke("eval", "--data-root", str(root), "--checkpoint", str(ckpt), "--results", str(db),
+                    "--protocol", "missing-modality", "--sam2-checkpoint", "none")
+    assert result.exit_code == 0, result.output
+    out = invoke("results", "export", "--results", str(db), "--format", "json")
+    rows = pd.DataFrame(json.loads(out.output))
+    assert list(rows.columns) == ["run_id", "method", "variant", "dataset", "train_modalities", "protocol",
+                                  "test_modalities", "condition", "corruption", "metric", "class", "value"]
+    miou = rows[rows.metric == "miou"].pivot_table(index="test_modalities", columns="run_id", values="value")
+    assert miou.shape == (15, 2)
+    assert (miou.iloc[:, 0] == miou.iloc[:, 1]).all()
+    assert set(rows[rows.test_modalities == "*"].metric) == {"miou_avg", "miou_e_p0.2", "miou_e_p0.1", "miou_e_p0.05"}
+    listing = invoke("results", "list", "--results", str(db))
+    assert listing.output.count("finished") == 2
+    csv = tmp_path / "r.csv"
+    assert invoke("results", "export", "--results", str(db), "--format", "csv", "-o", str(csv)).exit_code == 0
+    assert len(pd.read_csv(csv)) == len(rows)
+
+
+def test_protocols_and_methods_listing():
+    result = invoke("protocols")
+    assert result.exit_code == 0
+    assert [line.split()[0] for line in result.output.splitlines()] == ["conditions", "full", "missing-modality",
+                                                                       "noise"]
+
+
+def test_bad_input_is_clear_and_writes_nothing(root: Path, tmp_path: Path):
+    db = tmp_path / "r.sqlite"
+    for args, code, message in [
+        (["--method", "segformer"], 2, "'segformer' is not one of"),
+        (["--protocol", "robust"], 2, "'robust' is not one of"),
+        (["--dataset", "kitti"], 2, "'kitti' is not one of"),
+        (["--train-modalities", "rgb,thermal"], 2, "unknown modality 'thermal' for synthetic"),
+        (["--steps", "2", "--epochs", "1"], 2, "give --steps or --epochs, not both"),
+    ]:
+        result = invoke("run", "--data-root", str(root), "--results", str(db), *args)
+        assert result.exit_code == code, (args, result.output)
+        assert message in result.output
+    # A checkpoint of another modality set: clear error, no run written.
+    method = build_method("mlesam", dataset_info("synthetic"), ["rgb", "depth"], "tiny", sam2_checkpoint=None)
+    other = save_checkpoint(method, tmp_path / "rd.pt")
+    result = invoke("eval", "--data-root", str(root), "--checkpoint", str(other), "--results", str(db),
+                    "--sam2-checkpoint", "none")
+    assert result.exit_code == 1
+    assert "is for modalities ['rgb', 'depth'], but this run uses ['rgb', 'depth', 'event', 'lidar']" in result.output
+    result = invoke("eval", "--data-root", str(root), "--checkpoint", str(other), "--results", str(db),
+                    "--train-modalities", "rgb,depth", "--method", "mlesam-noaux", "--sam2-checkpoint", "none")
+    assert result.exit_code == 1 and "is for method 'mlesam'" in result.output
+    assert not db.exists()
+    # A results file that is not ours is refused and left alone.
+    foreign = tmp_path / "notes.sqlite"
+    foreign.write_text("my notes")
+    result = invoke("run", "--data-root", str(root), "--results", str(foreign), "--steps", "1",
+                    "--sam2-checkpoint", "none", "--protocol", "full")
+    assert result.exit_code == 1 and "is not an mlebench results file" in result.output
+    assert foreign.read_text() == "my notes"
+    config = tmp_path / "bad.yaml"
+    config.write_text("optimizer: {lr: 1}\n")
+    result = invoke("run", "--data-root", str(root), "--config", str(config))
+    assert result.exit_code == 1 and "unknown section(s) optimizer" in result.output
+    result = invoke("run", "--data-root", str(tmp_path / "absent"), "--results", str(db))
+    assert result.exit_code == 1 and "does not exist" in result.output
+    assert not db.exists()
+
+
+def test_config_file_overrides(root: Path, tmp_path: Path):
+    config = tmp_path / "c.yaml"
+    config.write_text("method: {top_k: 1, sam2_checkpoint: null}\ntrain: {lr: 0.0005, batch_size: 2}\n")
+    db = tmp_path / "r.sqlite"
+    result = invoke("run", "--data-root", str(root), "--config", str(config), "--steps", "1", "--results", str(db),
+                    "--protocol", "full", "--save-checkpoint", str(tmp_path / "m.pt"))
+    assert result.exit_code == 0, result.output
+    stored = ResultsStore(db).runs()["config"][0]
+    assert stored["method"]["top_k"] == 1 and stored["train"]["lr"] == 0.0005 and stored["train"]["batch_size"] == 2
+
+
+def _train_args(root: Path, ckpt: Path, steps: int) -> list[str]:
+    return [str(VENV_BIN / "mlebench"), "train", "--data-root", str(root), "--steps", str(steps),
+            "--checkpoint-every", "2", "--save-checkpoint", str(ckpt), "--sam2-checkpoint", "none"]
+
+
+def test_killed_run_resumes_to_the_same_weights(root: Path, tmp_path: Path):
+    steps = 10
+    straight = tmp_path / "straight.pt"
+    subprocess.run(_train_args(root, straight, steps), check=True, env=_env(), capture_output=True)
+    ckpt = tmp_path / "resumed.pt"
+    proc = subprocess.Popen(_train_args(root, ckpt, steps), env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill it once a mid-way checkpoint exists
+        if ckpt.exists() and 2 <= read_checkpoint(ckpt)["extra"]["step"] < steps:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = read_checkpoint(ckpt)["extra"]["step"]
+    assert killed_at < steps
+    result = subprocess.run(_train_args(root, ckpt, steps) + ["--resume"], env=_env(), capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    a, b = read_checkpoint(straight), read_checkpoint(ckpt)
+    assert b["extra"]["step"] == steps
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(root: Path, tmp_path: Path, monkeypatch):
+    ds = load_dataset("synthetic", root, "train", ["rgb", "depth"])
+    method = build_method("mlesam", ds.info, ["rgb", "depth"], "tiny", sam2_checkpoint=None)
+    calls = {"n": 0}
+    original = method.loss
+
+    def loss(output, target):
+        calls["n"] += 1
+        value = original(output, target)
+        return value * float("nan") if calls["n"] > 4 else value
+
+    monkeypatch.setattr(method, "loss", loss)
+    ckpt = tmp_path / "m.pt"
+    config = TrainConfig(steps=10, batch_size=2, crop_size=64, log_every=3, checkpoint_every=2)
+    with pytest.raises(NonFiniteLoss, match=f"loss became nan at step 6; the last good checkpoint is kept at {ckpt}"):
+        train(method, ds, config, checkpoint=ckpt)
+    kept = read_checkpoint(ckpt)
+    assert kept["extra"]["step"] == 4
+    assert all(torch.isfinite(v).all() for v in kept["state_dict"].values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(root: Path, tmp_path: Path):
+    method = build_method("mlesam", dataset_info("synthetic"), ["rgb", "depth", "event", "lidar"], "tiny",
+                          sam2_checkpoint=None)
+    with torch.no_grad():
+        for p in method.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    ckpt = save_checkpoint(method, tmp_path / "m.pt")
+    common = ["eval", "--data-root", str(root), "--checkpoint", str(ckpt), "--protocol", "missing-modality",
+              "--sam2-checkpoint", "none", "--batch-size", "1"]
+    one, two = tmp_path / "one.sqlite", tmp_path / "two.sqlite"
+    subprocess.run([str(VENV_BIN / "mlebench"), *common, "--results", str(one)], check=True, env=_env(),
+                   capture_output=True)
+    result = subprocess.run(
+        [str(VENV_BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", "29517", "-m", "mlebench", *common,
+         "--results", str(two)], env=_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = ResultsStore(one).results(), ResultsStore(two).results()
+    assert len(ResultsStore(two).runs()) == 1  # rank 0 writes, once
+    assert ResultsStore(two).runs()["config"][0]["world_size"] == 2
+    key = ["test_modalities", "metric", "class"]
+    merged = a.merge(b, on=key, suffixes=("_1", "_2"))
+    assert len(merged) == len(a) == len(b)
+    assert ((merged.value_1 - merged.value_2).abs().fillna(0) < 1e-9).all()
+    # DDP training runs too.
+    result = subprocess.run(
+        [str(VENV_BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", "29518", "-m", "mlebench", "train",
+         "--data-root", str(root), "--steps", "2", "--save-checkpoint", str(tmp_path / "ddp.pt"),
+         "--sam2-checkpoint", "none"], env=_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_checkpoint(tmp_path / "ddp.pt")["extra"]["step"] == 2
