@@ -167,7 +167,12 @@ def corruption_seed(base_seed: int, sample_id: str, corruption: Corruption) -> i
         raise ConfigError(f"sample id must be a string, got {sample_id!r}")
     if not isinstance(corruption, Corruption):
         raise ConfigError(f"expected a Corruption, got {corruption!r}")
-    key = "\x1f".join(("mlebench-corruption-v1", str(base_seed), sample_id, corruption.name))
+    return stable_seed("mlebench-corruption-v1", base_seed, sample_id, corruption.name)
+
+
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed from the parts' text: BLAKE2b, so not salted by ``PYTHONHASHSEED``."""
+    key = "\x1f".join(str(p) for p in parts)
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") & _SEED_MASK
 

@@ -129,3 +129,14 @@ def test_zero_fill_for_methods_that_cannot_drop_a_modality(model, val_set, monke
     monkeypatch.setattr(model, "decode", lambda feats, size: (calls.append(tuple(feats)), original(feats, size))[1])
     evaluate_cases(model, val_set, [EvalCase(("depth",))], batch_size=10)
     assert [set(c) for c in calls] == [set(RDEL)]  # the missing modalities reach it as zero inputs
+
+
+def test_pixel_sample_does_not_depend_on_batching(model, val_set):
+    case = EvalCase(("depth", "lidar"))
+    a = evaluate_cases(model, val_set, [case], batch_size=2, collect_pixels=7)[0].pixels
+    b = evaluate_cases(model, val_set, [case], batch_size=5, collect_pixels=7)[0].pixels
+    assert a.keys() == b.keys() and len(a) >= 3
+    for cls in a:
+        assert a[cls][1] == b[cls][1]  # pixels seen
+        assert a[cls][0].shape == (min(7, a[cls][1]), model.config.d_model)
+        assert (a[cls][0] == b[cls][0]).all()

@@ -77,3 +77,28 @@ def test_conditions_follow_the_data_set():
     muses = get_protocol("conditions").cases(("frame",), dataset_info("muses"))
     assert {c.condition for c in muses} == {ALL, "clear", "fog", "rain", "snow", "day", "night"}
     assert get_protocol("conditions").cases(("rgb",), dataset_info("mcubes")) == [EvalCase(("rgb",))]
+
+
+def test_tsne_cases_and_summary(tmp_path):
+    import numpy as np
+
+    protocol = get_protocol("tsne", pixels_per_class=20, top_classes=2)
+    assert protocol.collect_pixels == 20
+    cases = protocol.cases(RDEL, DELIVER)
+    assert len(cases) == 5 * 5  # each sensor failure x (4 single modalities + all four)
+    assert {c.condition for c in cases} == {"motionblur", "overexposure", "underexposure", "lidarjitter",
+                                            "eventlowres"}
+    assert get_protocol("tsne").cases(("rgb",), dataset_info("mcubes")) == [EvalCase(("rgb",))]
+    rng = np.random.default_rng(0)
+    # Two well separated classes (ids 0 and 6) and a rare third one (id 3, not in the top 2).
+    pixels = {0: (rng.normal(0, 1, (20, 8)), 500), 6: (rng.normal(10, 1, (20, 8)), 900),
+              3: (rng.normal(5, 1, (5, 8)), 5)}
+    mixed = {0: (rng.normal(0, 1, (20, 8)), 500), 6: (rng.normal(0, 1, (20, 8)), 900)}
+    results = [CaseResult(cases[0], 0, 0, 0, [], 1, pixels=pixels), CaseResult(cases[1], 0, 0, 0, [], 1, pixels=mixed)]
+    rows = protocol.summary(results, RDEL, artifacts=tmp_path)
+    assert [r["metric"] for r in rows] == ["silhouette", "silhouette"]
+    assert rows[0]["value"] > 0.8 > 0.2 > rows[1]["value"]
+    assert rows[0]["test_modalities"] == cases[0].test_modalities and rows[0]["condition"] == "motionblur"
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["tsne_motionblur_depth.png", "tsne_motionblur_rgb.png"]
+    with pytest.raises(ConfigError, match="unknown class"):
+        get_protocol("tsne", classes=["Unicorn"]).cases(RDEL, DELIVER)

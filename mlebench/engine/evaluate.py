@@ -108,6 +108,55 @@ def _case_forward(method: Any, cache: _CaseInputs, case: EvalCase) -> Any:
     return method(inputs, names)
 
 
+class PixelSampler:
+    """Keeps, per class, the ``n`` pixels with the smallest seeded random keys: a uniform
+    sample that is the same whatever the batch size, order or number of ranks."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+        self.keys: dict[int, torch.Tensor] = {}
+        self.feats: dict[int, torch.Tensor] = {}
+        self.seen: dict[int, int] = defaultdict(int)
+
+    def add(self, embedding: torch.Tensor, target: torch.Tensor, ids: Sequence[str], ignore: int) -> None:
+        from mlebench.corruptions import stable_seed
+
+        b, c, h, w = embedding.shape
+        labels = torch.nn.functional.interpolate(target[:, None].float(), size=(h, w), mode="nearest")[:, 0].long()
+        feats = embedding.permute(0, 2, 3, 1).reshape(b, h * w, c).float().cpu()
+        labels = labels.reshape(b, h * w).cpu()
+        for i, sample_id in enumerate(ids):
+            g = torch.Generator().manual_seed(stable_seed("mlebench-tsne-v1", self.seed, sample_id))
+            keys = torch.rand(h * w, generator=g)
+            for cls in labels[i].unique().tolist():
+                if cls == ignore:
+                    continue
+                sel = labels[i] == cls
+                self.seen[cls] += int(sel.sum())
+                k = torch.cat([self.keys.get(cls, keys[:0]), keys[sel]])
+                f = torch.cat([self.feats.get(cls, feats[i, :0]), feats[i][sel]])
+                keep = k.argsort()[: self.n]
+                self.keys[cls], self.feats[cls] = k[keep], f[keep]
+
+    def result(self) -> dict[int, Any]:
+        if dist.is_available() and dist.is_initialized():
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, (self.keys, self.feats, dict(self.seen)))
+            merged = PixelSampler(self.n, self.seed)
+            for keys, feats, seen in gathered:
+                for cls in keys:
+                    k = torch.cat([merged.keys.get(cls, keys[cls][:0]), keys[cls]])
+                    f = torch.cat([merged.feats.get(cls, feats[cls][:0]), feats[cls]])
+                    keep = k.argsort()[: self.n]
+                    merged.keys[cls], merged.feats[cls] = k[keep], f[keep]
+                    merged.seen[cls] += seen[cls]
+            return merged.result_local()
+        return self.result_local()
+
+    def result_local(self) -> dict[int, Any]:
+        return {cls: (self.feats[cls].numpy(), self.seen[cls]) for cls in sorted(self.feats)}
+
+
 def missing_policy(method: Any) -> str:
     """How a missing modality is handled for this method (recorded with the results)."""
     return "drop" if method.supports_missing_modalities else "zero-fill"
@@ -124,8 +173,14 @@ def evaluate_cases(
     base_seed: int = 0,
     num_workers: int = 0,
     progress: bool = False,
+    collect_pixels: int = 0,
 ) -> list[CaseResult]:
-    """Confusion-matrix metrics for every case, in the order given."""
+    """Confusion-matrix metrics for every case, in the order given.
+
+    With ``collect_pixels > 0``, also a uniform sample of that many fused-embedding pixels per
+    class and case (for t-SNE), chosen by seeded random keys so that the sample does not depend
+    on batching or the number of processes.
+    """
     device = torch.device(device)
     method.to(device).eval()
     for case in cases:
@@ -139,6 +194,7 @@ def evaluate_cases(
     info = dataset.info
     matrices = {c: ConfusionMatrix(method.num_classes, info.ignore_index, device) for c in cases}
     counts: dict[EvalCase, int] = defaultdict(int)
+    samplers = {c: PixelSampler(collect_pixels, base_seed) for c in cases} if collect_pixels else {}
     use_cache = feature_cache and method.separable_encoder
     passes = [list(cases)] if use_cache else [[c] for c in cases]  # uncached: one pass per case
     bar = tqdm(total=len(passes) * len(loader), disable=not progress, desc="eval", unit="batch")
@@ -158,6 +214,9 @@ def evaluate_cases(
                     output = _case_forward(method, cache, case)
                 matrices[case].update(output.logits.argmax(1)[mask], target[mask], validate=False)
                 counts[case] += n
+                if case in samplers:
+                    ids = [i for i, keep in zip(batch["meta"]["id"], mask.tolist()) if keep]
+                    samplers[case].add(output.embedding[mask], target[mask], ids, info.ignore_index)
             bar.update(1)
     bar.close()
     results = []
@@ -175,6 +234,7 @@ def evaluate_cases(
                 mean_f1=cm.mean_f1(convention),
                 iou=cm.iou().tolist(),
                 samples=int(samples),
+                pixels=samplers[case].result() if case in samplers else None,
             )
         )
     return results

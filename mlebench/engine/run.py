@@ -128,8 +128,10 @@ def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool =
         results = evaluate_cases(
             method, eval_set, cases, batch_size=spec.eval_batch_size, device=spec.device,
             feature_cache=spec.feature_cache, base_seed=spec.seed, progress=progress,
+            collect_pixels=protocol.collect_pixels,
         )  # fmt: skip
-        summary = protocol.summary(results, modalities)
+        artifacts = Path("runs") / (run_id or "run")
+        summary = protocol.summary(results, modalities, artifacts=artifacts) if _rank() == 0 else []
         if store is not None:
             store.finish_run(run_id, result_rows(spec.protocol, results, summary, info.classes))
     except BaseException as exc:
@@ -155,8 +157,9 @@ def result_rows(
         rows.append(ResultRow(metric="samples", value=float(r.samples), **base))
         rows += [ResultRow(metric="iou", value=v, class_name=c, **base) for c, v in zip(classes, r.iou)]
     for s in summary:
-        rows.append(ResultRow(protocol=protocol, test_modalities=("*",), condition=s.get("condition", "all"),
-                              corruption=s.get("corruption", "none"), metric=s["metric"], value=s["value"]))
+        rows.append(ResultRow(protocol=protocol, test_modalities=tuple(s.get("test_modalities", ("*",))),
+                              condition=s.get("condition", "all"), corruption=s.get("corruption", "none"),
+                              metric=s["metric"], value=s["value"]))
     return rows
 
 
@@ -168,7 +171,10 @@ def format_results(results: Sequence[CaseResult], summary: Sequence[dict[str, An
         lines.append(f"{r.case.label:<{width}}  {100 * r.miou:7.2f}  {100 * r.pixel_accuracy:7.2f}  "
                      f"{100 * r.mean_f1:7.2f}  {r.samples:5d}")
     for s in summary:
-        lines.append(f"{s['metric']:<{width}}  {100 * s['value']:7.2f}")
+        where = [("-".join(s["test_modalities"]) if "test_modalities" in s else ""), s.get("condition", "")]
+        label = " | ".join([s["metric"], *[w for w in where if w and w != "all"]])
+        scale = 100 if s["metric"].startswith("miou") else 1
+        lines.append(f"{label:<{width}}  {scale * s['value']:7.2f}")
     return "\n".join(lines)
 
 

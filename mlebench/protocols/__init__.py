@@ -11,7 +11,7 @@ from mlebench.protocols.base import (
     register_protocol,
 )
 
-from mlebench.protocols import conditions, full, missing_modality, noise  # noqa: E402,F401  isort: skip
+from mlebench.protocols import conditions, full, missing_modality, noise, tsne  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "ALL", "NO_CORRUPTION", "CaseResult", "EvalCase", "Protocol", "get_protocol", "protocol_names",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from mlebench.corruptions import Corruption
@@ -50,18 +51,27 @@ class CaseResult:
     mean_f1: float
     iou: list[float]  # per class
     samples: int
+    # Sampled pixel features of the fused embedding, per class id: (features (N, C), count seen).
+    # Only filled for protocols that ask for it (``Protocol.collect_pixels``).
+    pixels: dict[int, Any] | None = None
 
 
 class Protocol(ABC):
     name: str = ""
     description: str = ""
+    #: pixels per class the evaluator samples from the fused embedding (0: none)
+    collect_pixels: int = 0
 
     @abstractmethod
     def cases(self, train_modalities: Sequence[str], info: DatasetInfo) -> list[EvalCase]:
         """The evaluation cases for a model trained on ``train_modalities``."""
 
-    def summary(self, results: Sequence[CaseResult], train_modalities: Sequence[str]) -> list[dict[str, Any]]:
-        """Protocol-level numbers computed from the case results (metric, value, ...)."""
+    def summary(
+        self, results: Sequence[CaseResult], train_modalities: Sequence[str], artifacts: Path | None = None
+    ) -> list[dict[str, Any]]:
+        """Protocol-level numbers from the case results: dicts with ``metric`` and ``value`` and
+        optionally ``test_modalities``, ``condition``, ``corruption``. Files (plots) go to
+        ``artifacts``."""
         return []
 
 

@@ -11,6 +11,7 @@ Summary numbers (paper Sec. IV-D, Tab. VI/VII and the "Mean" column):
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any, Sequence
 
 from mlebench.data.base import DatasetInfo
@@ -38,7 +39,9 @@ class MissingModality(Protocol):
     def cases(self, train_modalities: Sequence[str], info: DatasetInfo) -> list[EvalCase]:
         return [EvalCase(s) for s in all_subsets(train_modalities)]
 
-    def summary(self, results: Sequence[CaseResult], train_modalities: Sequence[str]) -> list[dict[str, Any]]:
+    def summary(
+        self, results: Sequence[CaseResult], train_modalities: Sequence[str], artifacts: Path | None = None
+    ) -> list[dict[str, Any]]:
         by_subset = {r.case.test_modalities: r.miou for r in results}
         rows = [{"metric": "miou_avg", "value": sum(by_subset.values()) / len(by_subset)}]
         for p in MISSING_RATES:
