@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -139,4 +141,4 @@ def test_pixel_sample_does_not_depend_on_batching(model, val_set):
     for cls in a:
         assert a[cls][1] == b[cls][1]  # pixels seen
         assert a[cls][0].shape == (min(7, a[cls][1]), model.config.d_model)
-        assert (a[cls][0] == b[cls][0]).all()
+        assert np.allclose(a[cls][0], b[cls][0], atol=1e-4)  # same pixels; values up to GEMM rounding
