@@ -38,7 +38,8 @@ class MethodOutput:
 
     ``logits`` (B, K, H, W) at the input resolution: the prediction. ``main_logits`` the main
     pathway's own logits where the prediction combines several (``None``: same as ``logits``);
-    ``aux_logits`` the auxiliary head's, or ``None``; ``embedding`` (B, C, h, w) the fused
+    ``aux_logits`` the auxiliary head's, or ``None`` (methods may leave both out in eval mode,
+    where only the prediction is needed); ``embedding`` (B, C, h, w) the fused
     feature map the decoder starts from (for t-SNE of features).
     """
 

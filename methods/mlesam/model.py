@@ -239,13 +239,21 @@ class MLESAM(SegmentationMethod):
         self.check_subset(list(features))
         levels = [[features[m][level] for m in present] for level in range(3)]
         sfm, ifp, ffp = self.fusion(levels)
+        def up(x: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(x, size=image_size, mode="bilinear", align_corners=False)
+
         main = semantic_mask_logits(self.sam_prompt_encoder, self.sam_mask_decoder, sfm, ifp, ffp)
-        main = F.interpolate(main, size=image_size, mode="bilinear", align_corners=False)
         if self.aux_head is None:
-            return MethodOutput(logits=main, embedding=sfm, main_logits=main)
-        aux = F.interpolate(self.aux_head(sfm, ifp, ffp), size=image_size, mode="bilinear", align_corners=False)
+            logits = up(main)
+            return MethodOutput(logits=logits, embedding=sfm, main_logits=logits)
+        aux = self.aux_head(sfm, ifp, ffp)
         w = self.config.aux_output_weight
-        return MethodOutput(logits=(1 - w) * main + w * aux, embedding=sfm, aux_logits=aux, main_logits=main)
+        # Bilinear upsampling is linear: combining at stride 4 and upsampling once equals
+        # combining the upsampled logits, at a third of the full-resolution work.
+        logits = up((1 - w) * main + w * aux)
+        if not self.training:
+            return MethodOutput(logits=logits, embedding=sfm)
+        return MethodOutput(logits=logits, embedding=sfm, aux_logits=up(aux), main_logits=up(main))
 
     def loss(self, output: MethodOutput, target: torch.Tensor) -> torch.Tensor:
         cfg = self.config
