@@ -7,7 +7,7 @@ all be present with matching shapes. The class-specific decoder parts (mask toke
 hypernetwork MLPs, the IoU head's output layer) have K entries instead of SAM2's four and start
 fresh. SAM2's video-only parts (memory attention/encoder, object pointers, object-score head)
 are ignored by name. Anything else is an error that lists the keys, so a wrong or truncated
-file never loads silently (sam2's own Hiera ``weights_path`` uses ``strict=False``).
+file never loads silently (sam2's own Hiera ``weights_path`` loads non-strictly).
 """
 
 from __future__ import annotations
