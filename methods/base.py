@@ -58,6 +58,8 @@ class SegmentationMethod(nn.Module, ABC):
     separable_encoder: bool = True
     #: True when a missing modality can be dropped from fusion (otherwise zero-filled)
     supports_missing_modalities: bool = True
+    #: input height and width must be multiples of this (the evaluator pads, then crops)
+    size_multiple: int = 1
     #: which configuration of the method this is (ablation variants differ here)
     variant: str = "default"
     #: where frozen weights come from ("seed:N", "sam2:<sha256 prefix>", ...); checkpoints of

@@ -216,11 +216,11 @@ def params_cmd(method_name: str, preset: str, dataset: str, modalities: str | No
 @main.command("pretrain")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Output file (default: the shipped tiny checkpoint's path in the package).")
-@click.option("--steps", type=click.IntRange(1), default=1500, show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=4000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--n-images", type=click.IntRange(1), default=300, show_default=True)
+@click.option("--n-images", type=click.IntRange(1), default=600, show_default=True)
 def pretrain_cmd(out: Path | None, steps: int, batch_size: int, lr: float, seed: int, n_images: int) -> None:
     """Pre-train the tiny preset's SAM2 on synthetic RGB (a stand-in for SAM2's weights).
 

@@ -142,3 +142,26 @@ def test_pixel_sample_does_not_depend_on_batching(model, val_set):
         assert a[cls][1] == b[cls][1]  # pixels seen
         assert a[cls][0].shape == (min(7, a[cls][1]), model.config.d_model)
         assert np.allclose(a[cls][0], b[cls][0], atol=1e-4)  # same pixels; values up to GEMM rounding
+
+
+def test_odd_sizes_are_padded_and_resized(model, val_set):
+    """A 1042-like size (not a multiple of 32) evaluates: padded to 32, logits cropped back."""
+    from torch.utils.data import Dataset
+
+    class Odd(Dataset):
+        info = val_set.info
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            s = dict(val_set[i])
+            for key in (*RDEL, "label"):
+                s[key] = s[key][..., :50, :61]
+            return s
+
+    case = EvalCase(RDEL)
+    padded = evaluate_cases(model, Odd(), [case], batch_size=2)[0]
+    assert padded.samples == 2 and 0 <= padded.miou <= 1
+    resized = evaluate_cases(model, Odd(), [case], batch_size=2, eval_size=64)[0]
+    assert resized.samples == 2 and resized.iou != padded.iou

@@ -211,3 +211,19 @@ def test_torchrun_two_processes_match_one(root: Path, tmp_path: Path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_checkpoint(tmp_path / "ddp.pt")["extra"]["step"] == 2
+
+
+@pytest.mark.slow
+def test_the_embedded_default_end_to_end(tmp_path: Path, monkeypatch):
+    """`mlebench run` with no options but fewer steps: synthetic set generated on first use,
+    tiny preset on the shipped pre-trained SAM2, four modalities, missing-modality protocol."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLEBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    result = invoke("run", "--steps", "3")
+    assert result.exit_code == 0, result.output
+    assert "training mlesam (tiny) on synthetic rgb-depth-event-lidar for 3 steps on cpu" in result.output
+    assert "15 cases on synthetic/val (100 samples)" in result.output
+    runs = ResultsStore(tmp_path / "results.sqlite").runs()
+    assert list(runs["status"]) == ["finished"]
+    assert runs["config"][0]["frozen_source"].startswith("sam2:")
+    assert (tmp_path / "runs" / f"{runs['id'][0]}.pt").is_file()

@@ -30,11 +30,11 @@ PRETRAIN_DATA_SEED = 1000
 
 def pretrain_tiny_sam2(
     out: str | Path,
-    steps: int = 1500,
+    steps: int = 4000,
     batch_size: int = 8,
     lr: float = 1e-3,
     seed: int = 0,
-    n_images: int = 300,
+    n_images: int = 600,
     data_root: str | Path | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
@@ -56,6 +57,9 @@ class _CaseInputs:
 
     def __init__(self, method: Any, batch: dict[str, Any], device: torch.device, base_seed: int) -> None:
         self.method, self.batch, self.device, self.base_seed = method, batch, device, base_seed
+        h, w = batch["label"].shape[-2:]
+        m = getattr(method, "size_multiple", 1)
+        self.pad = ((-h) % m, (-w) % m)
         self._inputs: dict[tuple[str, str], torch.Tensor] = {}
         self._features: dict[tuple[str, str], Any] = {}
 
@@ -66,7 +70,10 @@ class _CaseInputs:
             if key[1]:
                 raw = corrupt_batch({modality: raw, "meta": self.batch["meta"]}, [corruption], self.base_seed)[modality]
             spec = self.method.info.modality(modality)
-            self._inputs[key] = normalize_modality(raw.to(self.device), spec)
+            x = normalize_modality(raw.to(self.device), spec)
+            # Zero padding (after normalisation) to the method's size multiple; the logits are
+            # cropped back before scoring.
+            self._inputs[key] = F.pad(x, (0, self.pad[1], 0, self.pad[0]))
         return self._inputs[key]
 
     def features(self, modality: str, corruption: Corruption | None) -> Any:
@@ -79,8 +86,8 @@ class _CaseInputs:
         """Features of an all-zero (normalised) input, for methods that cannot drop a modality."""
         key = (modality, "zeros")
         if key not in self._features:
-            like = self.batch[modality]
-            zero = torch.zeros(like.shape, dtype=torch.float32, device=self.device)
+            b, c, h, w = self.batch[modality].shape
+            zero = torch.zeros((b, c, h + self.pad[0], w + self.pad[1]), dtype=torch.float32, device=self.device)
             self._features[key] = self.method.encode(modality, zero)
         return self._features[key]
 
@@ -157,6 +164,22 @@ class PixelSampler:
         return {cls: (self.feats[cls].numpy(), self.seen[cls]) for cls in sorted(self.feats)}
 
 
+def resize_batch(batch: dict[str, Any], short_side: int) -> dict[str, Any]:
+    """Resize a raw batch so its short side is ``short_side`` (label with nearest)."""
+    h, w = batch["label"].shape[-2:]
+    scale = short_side / min(h, w)
+    size = (round(h * scale), round(w * scale))
+    if size == (h, w):
+        return batch
+    out = dict(batch)
+    for key, value in batch.items():
+        if key == "label":
+            out[key] = F.interpolate(value[:, None].float(), size=size, mode="nearest")[:, 0].long()
+        elif isinstance(value, torch.Tensor) and value.ndim == 4:
+            out[key] = F.interpolate(value.float(), size=size, mode="bilinear", align_corners=False)
+    return out
+
+
 def missing_policy(method: Any) -> str:
     """How a missing modality is handled for this method (recorded with the results)."""
     return "drop" if method.supports_missing_modalities else "zero-fill"
@@ -174,12 +197,17 @@ def evaluate_cases(
     num_workers: int = 0,
     progress: bool = False,
     collect_pixels: int = 0,
+    eval_size: int | None = None,
 ) -> list[CaseResult]:
     """Confusion-matrix metrics for every case, in the order given.
 
     With ``collect_pixels > 0``, also a uniform sample of that many fused-embedding pixels per
     class and case (for t-SNE), chosen by seeded random keys so that the sample does not depend
     on batching or the number of processes.
+
+    With ``eval_size``, every sample is resized to that short side first (modalities bilinear,
+    label nearest), as the DELIVER reference evaluates at 1024. Inputs are zero-padded to the
+    method's ``size_multiple`` and the logits cropped back.
     """
     device = torch.device(device)
     method.to(device).eval()
@@ -200,9 +228,12 @@ def evaluate_cases(
     bar = tqdm(total=len(passes) * len(loader), disable=not progress, desc="eval", unit="batch")
     for pass_cases in passes:
         for batch in loader:
+            if eval_size is not None:
+                batch = resize_batch(batch, eval_size)
             target = batch["label"].to(device)
-            size = tuple(target.shape[-2:])
+            height, width = target.shape[-2:]
             cache = _CaseInputs(method, batch, device, base_seed)
+            size = (height + cache.pad[0], width + cache.pad[1])
             for case in pass_cases:
                 mask = _condition_mask(batch["meta"], case.condition, target.shape[0]).to(device)
                 n = int(mask.sum())
@@ -212,11 +243,13 @@ def evaluate_cases(
                     output = method.decode(_case_features(method, cache, case), size)
                 else:
                     output = _case_forward(method, cache, case)
-                matrices[case].update(output.logits.argmax(1)[mask], target[mask], validate=False)
+                prediction = output.logits[..., :height, :width].argmax(1)
+                matrices[case].update(prediction[mask], target[mask], validate=False)
                 counts[case] += n
                 if case in samplers:
                     ids = [i for i, keep in zip(batch["meta"]["id"], mask.tolist()) if keep]
-                    samplers[case].add(output.embedding[mask], target[mask], ids, info.ignore_index)
+                    padded = F.pad(target, (0, cache.pad[1], 0, cache.pad[0]), value=info.ignore_index)
+                    samplers[case].add(output.embedding[mask], padded[mask], ids, info.ignore_index)
             bar.update(1)
     bar.close()
     results = []

@@ -21,10 +21,12 @@ from mlebench.results import ResultRow, ResultsStore, git_commit
 
 # Training defaults per preset (the paper's: 1024² crops, batch 6, 100 epochs, bf16 on GPU).
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"steps": 300, "batch_size": 8, "crop_size": 128, "base_size": 256, "lr": 1e-3},
+    "tiny": {"steps": 500, "batch_size": 8, "crop_size": 128, "base_size": 256, "lr": 1e-3},
     "paper": {"batch_size": 6, "crop_size": 1024, "base_size": 1024, "lr": 1e-4, "amp": True},
 }
 PAPER_EPOCHS = 100
+# Evaluation short side per preset (None: native size); the DELIVER reference evaluates at 1024.
+EVAL_SIZE: dict[str, int | None] = {"tiny": None, "paper": 1024}
 
 
 @dataclass
@@ -109,7 +111,8 @@ def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool =
                 "protocol": spec.protocol, "method": method.config_dict(),
                 "train": dataclasses.asdict(config) if config else None,
                 "checkpoint": str(spec.checkpoint) if spec.checkpoint else None,
-                "eval_split": spec.eval_split, "missing_modality": missing_policy(method),
+                "eval_split": spec.eval_split, "eval_size": EVAL_SIZE[spec.preset],
+                "missing_modality": missing_policy(method),
                 "frozen_source": method.frozen_source, "miou_convention": info.miou_convention,
                 "feature_cache": spec.feature_cache, "world_size": _world(),
             },
@@ -128,7 +131,7 @@ def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool =
         results = evaluate_cases(
             method, eval_set, cases, batch_size=spec.eval_batch_size, device=spec.device,
             feature_cache=spec.feature_cache, base_seed=spec.seed, progress=progress,
-            collect_pixels=protocol.collect_pixels,
+            collect_pixels=protocol.collect_pixels, eval_size=EVAL_SIZE[spec.preset],
         )  # fmt: skip
         artifacts = Path("runs") / (run_id or "run")
         summary = protocol.summary(results, modalities, artifacts=artifacts) if _rank() == 0 else []
