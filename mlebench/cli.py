@@ -434,24 +434,14 @@ def eval_cmd(**params: Any) -> None:
 @_train_options
 def train_cmd(**params: Any) -> None:
     """Train a method and write its checkpoint (no evaluation)."""
-    from methods import build_method
-    from mlebench.data import dataset_info, load_dataset
-    from mlebench.engine.run import init_distributed, train_config
-    from mlebench.engine.train import train
-
-    import torch
+    from mlebench.engine.run import init_distributed, train_job
 
     spec = _spec(params, None)
     distributed = init_distributed(spec.device)
-    info = dataset_info(spec.dataset)
-    modalities = spec.train_modalities or info.defaults
-    train_set = load_dataset(spec.dataset, spec.data_root, "train", modalities)
-    torch.manual_seed(spec.seed)
-    method = build_method(spec.method, info, modalities, spec.preset, **spec.method_options)
-    config = train_config(spec, len(train_set))
-    out = spec.save_checkpoint or Path("runs") / f"{spec.method}-{info.name}-{'-'.join(modalities)}-s{spec.seed}.pt"
-    losses = train(method, train_set, config, progress=sys.stderr.isatty(), checkpoint=out, resume=spec.resume)
-    click.echo(f"trained {config.steps} steps, final loss {losses[-1]:.4f}; checkpoint: {out}")
+    rank0 = not distributed or int(__import__("os").environ.get("RANK", "0")) == 0
+    out = train_job(spec, echo=click.echo if rank0 else (lambda _msg: None), progress=rank0 and sys.stderr.isatty())
+    if rank0:
+        click.echo(f"checkpoint: {out}")
     if distributed:
         import torch.distributed as dist
 

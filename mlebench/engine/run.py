@@ -83,6 +83,25 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+def train_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool = False) -> Path:
+    """Train only (``mlebench train``); returns the checkpoint path."""
+    from methods import build_method
+
+    info = dataset_info(spec.dataset)
+    modalities = tuple(spec.train_modalities or info.defaults)
+    train_set = load_dataset(spec.dataset, spec.data_root, "train", modalities)
+    torch.manual_seed(spec.seed)
+    method = build_method(spec.method, info, modalities, spec.preset, **spec.method_options)
+    config = train_config(spec, len(train_set))
+    out = spec.save_checkpoint or Path("runs") / f"{spec.method}-{info.name}-{'-'.join(modalities)}-s{spec.seed}.pt"
+    echo(f"training {spec.method} ({spec.preset}) on {info.name} {'-'.join(modalities)} "
+         f"for {config.steps} steps on {spec.device}")
+    losses = train(method, train_set, config, progress=progress, checkpoint=out, resume=spec.resume)
+    if losses:
+        echo(f"final loss {losses[-1]:.4f}")
+    return out
+
+
 def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool = False) -> RunOutcome:
     """Train or load, evaluate the protocol, store everything; rank 0 writes."""
     from methods import build_method
