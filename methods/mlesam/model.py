@@ -116,7 +116,7 @@ PRESET_CONFIGS = {
     "paper": MLESAMConfig(image_size=1024, trunk=HIERA_BASE_PLUS),
     "tiny": MLESAMConfig(
         image_size=256, trunk=HIERA_TINY, d_model=64, decoder_heads=4, decoder_mlp_dim=256,
-        lora_rank=8, lora_alpha=8.0,
+        lora_rank=8, lora_alpha=8.0, sam2_checkpoint=str(TINY_SAM2_CHECKPOINT),
     ),
 }
 
