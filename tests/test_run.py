@@ -73,7 +73,7 @@ def test_protocols_and_methods_listing():
     result = invoke("protocols")
     assert result.exit_code == 0
     assert [line.split()[0] for line in result.output.splitlines()] == ["conditions", "full", "missing-modality",
-                                                                       "noise"]
+                                                                       "noise", "tsne"]
 
 
 def test_bad_input_is_clear_and_writes_nothing(root: Path, tmp_path: Path):
