@@ -104,14 +104,18 @@ class MultiModalDataset(Dataset, ABC):
     """Base class of the loaders. Subclasses set ``info`` and implement ``index`` and ``decode``."""
 
     info: ClassVar[DatasetInfo]
+    #: what --data-root must point at, for the error when it is missing
+    root_hint: ClassVar[str] = "the data set's folder"
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | None,
         split: str,
         modalities: Sequence[str] | None = None,
         case: str | None = None,
     ) -> None:
+        if root is None:
+            raise DataError(f"{self.info.name}: --data-root is required ({self.root_hint})")
         self.root = Path(root).expanduser()
         if not self.root.exists():
             raise DataError(f"{self.info.name}: data root {self.root} does not exist")

@@ -116,7 +116,9 @@ def sensor_failure_of(relative_path: str) -> str:
     return "none"
 
 
+@register_dataset("deliver", DELIVER_INFO)
 class DeliverDataset(MultiModalDataset):
+    root_hint = "the DELIVER download's folder"
     info = DELIVER_INFO
 
     def index(self) -> list[SampleRef]:
@@ -167,10 +169,3 @@ class DeliverDataset(MultiModalDataset):
         sample["label"] = label
         sample["meta"] = dict(ref.meta)
         return sample
-
-
-@register_dataset("deliver", DELIVER_INFO)
-def _open_deliver(root: str | Path | None, **kwargs: Any) -> DeliverDataset:
-    if root is None:
-        raise DataError("deliver: --data-root is required (the DELIVER download's folder)")
-    return DeliverDataset(root, **kwargs)

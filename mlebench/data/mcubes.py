@@ -181,7 +181,9 @@ def decode_mcubes_label(path: Path) -> torch.Tensor:
     return torch.from_numpy(raw.astype(np.int64))
 
 
+@register_dataset("mcubes", MCUBES_INFO)
 class MCubeSDataset(MultiModalDataset):
+    root_hint = "the MCubeS download's 'multimodal_dataset' folder"
     info = MCUBES_INFO
 
     def index(self) -> list[SampleRef]:
@@ -257,12 +259,3 @@ class MCubeSDataset(MultiModalDataset):
                 raise DataError(f"nir file {path} has {arr.shape[2]} channels; expected 1")
         _check_size(modality, path, arr.shape, size)
         return to_chw3(arr, path, what=modality)
-
-
-@register_dataset("mcubes", MCUBES_INFO)
-def _open_mcubes(root: str | Path | None, **kwargs: Any) -> MCubeSDataset:
-    if root is None:
-        raise DataError(
-            "mcubes: --data-root is required (the MCubeS download's 'multimodal_dataset' folder)"
-        )
-    return MCubeSDataset(root, **kwargs)

@@ -282,7 +282,9 @@ def decode_muses_label(path: Path) -> torch.Tensor:
     return torch.from_numpy(raw.astype(np.int64))
 
 
+@register_dataset("muses", MUSES_INFO)
 class MusesDataset(MultiModalDataset):
+    root_hint = "the unzipped MUSES folder"
     info = MUSES_INFO
 
     def index(self) -> list[SampleRef]:
@@ -350,10 +352,3 @@ class MusesDataset(MultiModalDataset):
         sample["label"] = label
         sample["meta"] = dict(ref.meta)
         return sample
-
-
-@register_dataset("muses", MUSES_INFO)
-def _open_muses(root: str | Path | None, **kwargs: Any) -> MusesDataset:
-    if root is None:
-        raise DataError("muses: --data-root is required (the unzipped MUSES folder)")
-    return MusesDataset(root, **kwargs)
