@@ -4,8 +4,6 @@ leaves 8 columns): exact decoded values, splits, meta, and every malformed input
 from __future__ import annotations
 
 import re
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,28 +16,14 @@ from mlebench.data import dataset_info, load_dataset
 from mlebench.data.mcubes import MCUBES_LEFT_CROP, scene_of
 from mlebench.errors import ConfigError, DataError
 
+from .conftest import save_png16_rgb
+
 H, W = 8, 200
 CROP = MCUBES_LEFT_CROP
 TRAIN_8BIT = "outscene1208_2_0000000150"  # 8-bit RGB and NIR
 TRAIN_16BIT = "inscene0042_1_0000000010"  # 16-bit RGB and NIR
 VAL_NAME = "outscene0007_3_0000000001"
 TEST_NAME = "plainname"  # no frame counter: the scene is the whole name
-
-
-def write_png16_rgb(path: Path, arr: np.ndarray) -> None:
-    """A 48-bit RGB PNG (Pillow cannot write one): IHDR, one zlib IDAT, filter 0 rows."""
-    h, w, _ = arr.shape
-    raw = b"".join(b"\x00" + arr[r].astype(">u2").tobytes() for r in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )  # fmt: skip
 
 
 def make_sample(root: Path, name: str, seed: int, bits16: bool = False) -> dict[str, np.ndarray]:
@@ -62,7 +46,7 @@ def make_sample(root: Path, name: str, seed: int, bits16: bool = False) -> dict[
     for folder in ("polL_color", "polL_aolp_sin", "polL_aolp_cos", "polL_dolp", "NIR_warped", "GT"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     if bits16:
-        write_png16_rgb(root / "polL_color" / f"{name}.png", arrays["rgb"])
+        save_png16_rgb(root / "polL_color" / f"{name}.png", arrays["rgb"])
     else:
         Image.fromarray(arrays["rgb"], mode="RGB").save(root / "polL_color" / f"{name}.png")
     np.save(root / "polL_aolp_sin" / f"{name}.npy", arrays["sin"])

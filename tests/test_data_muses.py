@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,8 @@ from PIL import Image
 
 from mlebench.data import dataset_info, load_dataset
 from mlebench.errors import ConfigError, DataError
+
+from .conftest import save_png16_rgb
 
 H, W = 6, 8
 
@@ -33,24 +33,6 @@ def save_png(path: Path, array: np.ndarray) -> Path:
     """8-bit PNG; Pillow picks L, LA or RGB from the array's shape."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
-    return path
-
-
-def save_png16_rgb(path: Path, array: np.ndarray) -> Path:
-    """A 16-bit RGB PNG (Pillow cannot write one): filter 0 rows, one IDAT chunk."""
-    h, w, _ = array.shape
-    rows = b"".join(b"\x00" + array[y].astype(">u2").tobytes() for y in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )  # fmt: skip
     return path
 
 
