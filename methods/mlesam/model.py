@@ -68,6 +68,9 @@ HIERA_BASE_PLUS = HieraSpec(112, 2, (2, 3, 16, 3), (8, 4, 14, 7), (12, 16, 20), 
 HIERA_TINY = HieraSpec(32, 1, (1, 2, 3, 1), (8, 4, 8, 4), (5,), (7, 7))
 
 
+MISSING_POLICIES = ("drop", "zero")
+
+
 @dataclass(frozen=True)
 class MLESAMConfig:
     """Every MLE-SAM setting. Values the paper does not give are marked (choice)."""
@@ -94,6 +97,9 @@ class MLESAMConfig:
     grouped_lora: bool = True  # run all modalities through the trunk in one pass
     sam2_checkpoint: str | None = None
     init_seed: int = 0  # seed of the frozen parts' random init when no checkpoint is given
+    # (choice) a missing modality is dropped from fusion; "zero" feeds it as an all-zero
+    # (normalised) input instead, the policy of early-fusion baselines, for like-for-like studies
+    missing_modality: str = "drop"
 
     def validate(self) -> None:
         self.trunk.validate()
@@ -105,6 +111,10 @@ class MLESAMConfig:
             raise ConfigError(f"image_size {self.image_size} is not a multiple of 32")
         if self.lora_rank < 1 or self.top_k < 1:
             raise ConfigError("lora_rank and top_k must be >= 1")
+        if self.missing_modality not in MISSING_POLICIES:
+            raise ConfigError(
+                f"unknown missing_modality {self.missing_modality!r}; known: {', '.join(MISSING_POLICIES)}"
+            )
         if not 0.0 <= self.aux_output_weight <= 1.0:
             raise ConfigError(f"aux_output_weight {self.aux_output_weight} is not in [0, 1]")
 
@@ -147,6 +157,7 @@ class MLESAM(SegmentationMethod):
         super().__init__(info, modalities, preset)
         self.config = config
         self.variant = config.fusion + ("+aux" if config.aux_head else "")
+        self.supports_missing_modalities = config.missing_modality == "drop"
         # The frozen parts come from a SAM2 checkpoint or, without one, from a fixed seed, so
         # that a checkpoint of the trainable weights alone always reproduces the model.
         with torch.random.fork_rng(devices=[]):

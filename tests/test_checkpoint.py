@@ -1,0 +1,114 @@
+"""Method checkpoints: every identity field is checked on load, and the message names it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from methods import build_method
+from mlebench.data import dataset_info
+from mlebench.engine.checkpoint import checkpoint_identity, load_checkpoint, read_checkpoint, save_checkpoint
+from mlebench.errors import ConfigError
+
+RD = ("rgb", "depth")
+
+
+def _method(name: str = "mlesam", modalities=RD, dataset: str = "synthetic", **options):
+    return build_method(name, dataset_info(dataset), modalities, "tiny", sam2_checkpoint=None, **options)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    m = _method()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p))
+    return save_checkpoint(m, tmp_path_factory.mktemp("ckpt") / "m.pt", extra={"step": 7})
+
+
+def test_round_trip_restores_every_trainable_tensor(saved: Path):
+    fresh = _method()
+    assert load_checkpoint(fresh, saved) == {"step": 7}
+    stored = read_checkpoint(saved)["state_dict"]
+    own = fresh.trainable_state_dict()
+    assert own.keys() == stored.keys()
+    assert all(torch.equal(own[k], stored[k]) for k in own)
+
+
+def test_identity_lists_every_field():
+    assert set(checkpoint_identity(_method())) == {
+        "method", "variant", "dataset", "classes", "modalities", "preset", "frozen_source"}
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("method", "mlesam-noaux", "is for method 'mlesam-noaux', but this run uses 'mlesam'"),
+        ("variant", "integrated+aux", "is for variant 'integrated+aux', but this run uses 'unified+aux'"),
+        ("dataset", "deliver", "is for dataset 'deliver', but this run uses 'synthetic'"),
+        ("modalities", ["rgb", "lidar"], "is for modalities ['rgb', 'lidar'], but this run uses ['rgb', 'depth']"),
+        ("preset", "paper", "is for preset 'paper', but this run uses 'tiny'"),
+        ("frozen_source", "sam2:0123456789abcdef", "is for frozen_source 'sam2:0123456789abcdef', but this run uses "
+                                                   "'seed:0'"),
+    ],
+)
+def test_each_identity_field_is_refused_on_mismatch(saved: Path, tmp_path: Path, field, value, message):
+    """A checkpoint whose one identity field differs is refused, naming the field; the weights
+    of the method are left untouched."""
+    blob = torch.load(saved, weights_only=True)
+    blob[field] = value
+    doctored = tmp_path / "doctored.pt"
+    torch.save(blob, doctored)
+    fresh = _method()
+    before = {k: v.clone() for k, v in fresh.trainable_state_dict().items()}
+    with pytest.raises(ConfigError, match=re.escape(f"checkpoint {doctored} {message}")):
+        load_checkpoint(fresh, doctored)
+    after = fresh.trainable_state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_class_lists_are_compared_name_by_name(saved: Path, tmp_path: Path):
+    blob = torch.load(saved, weights_only=True)
+    classes = list(blob["classes"])
+    classes[3] = "Unicorn"
+    torch.save({**blob, "classes": classes}, tmp_path / "a.pt")
+    with pytest.raises(ConfigError, match=f"class 3 is 'Unicorn', this run's is '{blob['classes'][3]}'"):
+        load_checkpoint(_method(), tmp_path / "a.pt")
+    torch.save({**blob, "classes": classes[:-1]}, tmp_path / "b.pt")
+    with pytest.raises(ConfigError, match="was trained on 24 classes, this run has 25"):
+        load_checkpoint(_method(), tmp_path / "b.pt")
+
+
+def test_real_mismatches_are_refused(saved: Path):
+    """Not doctored files: methods that really differ in one respect."""
+    for other, message in [
+        (_method(init_seed=1), "is for frozen_source 'seed:0', but this run uses 'seed:1'"),
+        (_method("mlesam-weighted"), "is for method 'mlesam', but this run uses 'mlesam-weighted'"),
+        (_method(modalities=("rgb", "depth", "event")), "is for modalities"),
+        (_method(dataset="deliver"), "is for dataset 'synthetic', but this run uses 'deliver'"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_checkpoint(other, saved)
+
+
+def test_missing_and_misshapen_weights_are_named(saved: Path, tmp_path: Path):
+    blob = torch.load(saved, weights_only=True)
+    state = dict(blob["state_dict"])
+    key = sorted(state)[0]
+    del state[key]
+    torch.save({**blob, "state_dict": state}, tmp_path / "missing.pt")
+    with pytest.raises(ConfigError, match=f"missing: \\['{key}'\\]"):
+        load_checkpoint(_method(), tmp_path / "missing.pt")
+    state = dict(blob["state_dict"])
+    state[key] = torch.zeros(3, 3)
+    torch.save({**blob, "state_dict": state}, tmp_path / "shape.pt")
+    with pytest.raises(ConfigError, match=f"{key} has shape \\(3, 3\\)"):
+        load_checkpoint(_method(), tmp_path / "shape.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot read checkpoint .*junk.pt"):
+        load_checkpoint(_method(), tmp_path / "junk.pt")
