@@ -274,6 +274,30 @@ def bench_lora_cmd(
     click.echo(f"  max |grouped - loop| : {result['max_abs_diff']:.2e}")
 
 
+@bench.command("bootstrap")
+@click.option("--cases", type=click.IntRange(1), default=15, show_default=True)
+@click.option("--samples", type=click.IntRange(2), default=500, show_default=True)
+@click.option("--classes", type=click.IntRange(1), default=25, show_default=True)
+@click.option("--resamples", type=click.IntRange(10), default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_bootstrap_cmd(cases: int, samples: int, classes: int, resamples: int, as_json: bool) -> None:
+    """Bootstrap intervals of a whole protocol: vectorised vs a loop over resamples."""
+    import json
+
+    from mlebench.bench import bench_bootstrap
+
+    result = bench_bootstrap(cases, samples, classes, resamples)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"95% intervals for {cases} cases + their mean, {samples} samples, {classes} classes, "
+               f"{resamples} resamples")
+    click.echo(f"  loop over resamples (scaled) : {result['loop_s']:8.2f} s")
+    click.echo(f"  vectorised                   : {result['vectorised_s']:8.2f} s")
+    click.echo(f"  ratio loop/vectorised        : {result['ratio']:8.1f}x")
+    click.echo(f"  max |difference|             : {result['max_abs_diff']:.2e}")
+
+
 def _protocol_choice() -> click.Choice:
     from mlebench.protocols import protocol_names
 
@@ -402,7 +426,7 @@ def _execute(spec: Any) -> None:
     start = time.perf_counter()
     outcome = run_job(spec, echo=echo, progress=rank0 and sys.stderr.isatty())
     if rank0:
-        click.echo(format_results(outcome.results, outcome.summary))
+        click.echo(format_results(outcome.results, outcome.summary, outcome.rows))
         click.echo(f"run {outcome.run_id} stored in {spec.results} ({time.perf_counter() - start:.0f} s)")
     if distributed:
         import torch.distributed as dist
@@ -410,16 +434,59 @@ def _execute(spec: Any) -> None:
         dist.destroy_process_group()
 
 
+def _execute_seeds(spec: Any, seeds: list[int]) -> None:
+    """One training and evaluation per seed, stored as one group; then mean and std over seeds."""
+    import dataclasses
+    import uuid
+
+    from mlebench.report.console import format_seed_summary
+    from mlebench.results import ResultsStore
+
+    group = uuid.uuid4().hex
+    for number, seed in enumerate(seeds, 1):
+        save = spec.save_checkpoint
+        if save is not None:  # one checkpoint per seed, never one overwritten by the next
+            save = save.with_name(f"{save.stem}-s{seed}{save.suffix}")
+        click.echo(f"== seed {seed} ({number} of {len(seeds)})")
+        _execute(dataclasses.replace(spec, seed=seed, group_id=group, save_checkpoint=save))
+    click.echo(format_seed_summary(ResultsStore(spec.results), group))
+    click.echo(f"group {group}: {len(seeds)} runs stored in {spec.results}")
+
+
+def _parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers", param_hint="--seeds") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise click.BadParameter(f"{text!r}: give distinct integer seeds, e.g. 0,1,2", param_hint="--seeds")
+    return seeds
+
+
 @main.command("run")
 @_job_options(with_protocol=True)
 @_train_options
-def run(**params: Any) -> None:
+@click.option("--seeds", default=None,
+              help="Train and evaluate once per seed (e.g. 0,1,2); the runs are stored as one group.")
+@click.pass_context
+def run(ctx: click.Context, **params: Any) -> None:
     """Train a method (or load --checkpoint), evaluate a protocol, print and store the results.
 
     With no options: MLE-SAM, tiny preset, on the embedded synthetic data set (generated on
     first use), all four modalities, CPU, the missing-modality protocol.
     """
-    _execute(_spec(params, params["protocol"]))
+    seeds = _parse_seeds(params.pop("seeds"))
+    spec = _spec(params, params["protocol"])
+    if seeds is None:
+        _execute(spec)
+        return
+    if ctx.get_parameter_source("seed") is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("give --seed or --seeds, not both")
+    if spec.resume or spec.checkpoint is not None:
+        raise click.UsageError("--seeds trains one model per seed; it cannot be combined with --resume or --checkpoint")
+    _execute_seeds(spec, seeds)
 
 
 @main.command("eval")
@@ -466,44 +533,108 @@ RESULTS_OPTION = click.option("--results", "results_path", type=click.Path(path_
                               default=Path("results.sqlite"), show_default=True)
 
 
+def _existing_store(path: Path) -> Any:
+    from mlebench.results import ResultsStore
+
+    if not path.exists():
+        raise click.BadParameter(f"{path} does not exist", param_hint="--results")
+    return ResultsStore(path)
+
+
+def _refuse_overwriting(out: Path | None, protected: Path, what: str) -> None:
+    """An output path that is the store (or another input) would destroy it: refuse."""
+    if out is None:
+        return
+    import os
+
+    same = out.exists() and protected.exists() and os.path.samefile(out, protected)
+    if same or out.resolve() == protected.resolve():
+        raise click.BadParameter(f"{out} is the {what}; writing there would destroy it", param_hint="-o/--out")
+
+
 @results.command("list")
 @RESULTS_OPTION
 def results_list(results_path: Path) -> None:
-    """One line per run: id, method, data set, modalities, status."""
-    from mlebench.results import ResultsStore
+    """One line per run: id, method, data set, modalities, protocol, preset, seed, split, status,
+    and its headline mIoU with the 95% interval; then mean and std per multi-seed group."""
+    from mlebench.report.console import format_run_list
 
-    if not results_path.exists():
-        raise click.BadParameter(f"{results_path} does not exist", param_hint="--results")
-    runs = ResultsStore(results_path).runs()
-    if runs.empty:
-        click.echo("no runs")
-        return
-    columns = ["id", "method", "variant", "dataset", "train_modalities", "preset", "seed", "status", "started_at"]
-    click.echo(runs[columns].to_string(index=False))
+    click.echo(format_run_list(_existing_store(results_path)))
 
 
 @results.command("export")
 @RESULTS_OPTION
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--per-sample", is_flag=True,
+              help="One row per run, case, sample and class with tp, fp, fn (csv only).")
 @click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write to a file (atomically) instead of stdout.")
-def results_export(results_path: Path, fmt: str, out: Path | None) -> None:
-    """Every result row of the finished runs, as CSV or JSON."""
-    import io
+def results_export(results_path: Path, fmt: str, per_sample: bool, out: Path | None) -> None:
+    """Every result row of the finished runs with intervals and seed statistics, as CSV or JSON."""
+    from mlebench.report.export import export_per_sample, export_results, write_atomically
 
-    from mlebench.fsutil import atomic_path
-    from mlebench.results import ResultsStore
+    _refuse_overwriting(out, results_path, "results store")
+    store = _existing_store(results_path)
+    if per_sample and fmt != "csv":
+        raise click.BadParameter("--per-sample writes csv only", param_hint="--format")
+
+    def write(fh: Any) -> None:
+        if per_sample:
+            export_per_sample(store, fmt, fh)
+        else:
+            export_results(store, fmt, fh)
+
+    if out is None:
+        import io
+
+        buffer = io.StringIO()
+        write(buffer)
+        click.echo(buffer.getvalue(), nl=False)
+        return
+    write_atomically(out, write)
+    click.echo(f"wrote {out}")
+
+
+@results.command("migrate")
+@RESULTS_OPTION
+def results_migrate(results_path: Path) -> None:
+    """Upgrade a results file written by an older mlebench (the original is kept beside it)."""
+    from mlebench.results import SCHEMA_VERSION, migrate
 
     if not results_path.exists():
         raise click.BadParameter(f"{results_path} does not exist", param_hint="--results")
-    buffer = io.StringIO()
-    ResultsStore(results_path).export(fmt, buffer)
-    if out is None:
-        click.echo(buffer.getvalue(), nl=False)
+    old, backup = migrate(results_path)
+    if old == SCHEMA_VERSION:
+        click.echo(f"{results_path} is already at schema version {SCHEMA_VERSION}")
+    else:
+        click.echo(f"migrated {results_path} from schema version {old} to {SCHEMA_VERSION}; original kept at {backup}")
+
+
+@main.command("compare")
+@click.argument("run_a")
+@click.argument("run_b")
+@RESULTS_OPTION
+@click.option("--resamples", type=click.IntRange(100), default=1000, show_default=True,
+              help="Bootstrap resamples of the images.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--json", "as_json", is_flag=True)
+def compare_cmd(run_a: str, run_b: str, results_path: Path, resamples: int, seed: int, as_json: bool) -> None:
+    """Is RUN_B better than RUN_A? mIoU differences (b - a) with paired-bootstrap 95% intervals
+    and p-values, for every case the two runs share."""
+    from mlebench.report.compare import compare_runs
+    from mlebench.report.console import format_comparison
+
+    frame = compare_runs(_existing_store(results_path), run_a, run_b, resamples=resamples, seed=seed)
+    if as_json:
+        import json
+
+        from mlebench.report.export import _json_value
+
+        records = [{k: _json_value(v) for k, v in row.items()} for row in frame.to_dict("records")]
+        click.echo(json.dumps({"run_a": run_a, "run_b": run_b, "resamples": resamples, "seed": seed,
+                               "cases": records}, indent=1, allow_nan=False))
         return
-    with atomic_path(out) as tmp:
-        tmp.write_text(buffer.getvalue())
-    click.echo(f"wrote {out}")
+    click.echo(format_comparison(frame, run_a, run_b, resamples))
 
 
 @bench.command("feature-cache")

@@ -119,10 +119,10 @@ class ConfusionMatrix:
         return 2 * tp / (2 * tp + fp + fn)
 
     def miou(self, convention: str = "deliver") -> float:
-        return _mean(self.iou(), convention)
+        return mean_over_classes(self.iou(), convention)
 
     def mean_f1(self, convention: str = "deliver") -> float:
-        return _mean(self.f1(), convention)
+        return mean_over_classes(self.f1(), convention)
 
     def pixel_accuracy(self) -> float:
         """Correct pixels / labelled pixels (NaN when nothing was labelled)."""
@@ -143,10 +143,35 @@ class ConfusionMatrix:
         }
 
 
-def _mean(per_class: torch.Tensor, convention: str) -> float:
+def mean_over_classes(per_class: torch.Tensor, convention: str) -> float:
+    """The mean of per-class values (IoU, F1) under ``convention``; NaN marks an empty union.
+
+    :mod:`mlebench.stats` calls this too, so mIoUs from per-sample counts equal the matrix's
+    bit for bit."""
     if convention == "deliver":
         return float(torch.nan_to_num(per_class, nan=0.0).mean())
     if convention == "present":
         present = per_class[~per_class.isnan()]
         return float(present.mean()) if present.numel() else float("nan")
     raise ValueError(f"unknown mIoU convention {convention!r}; known: {', '.join(CONVENTIONS)}")
+
+
+def per_sample_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """Per sample and class: true positives, false positives, false negatives, as an int64
+    tensor (B, 3, K) on the inputs' device. ``pred`` and ``target`` are (B, H, W) labels.
+
+    Summed over samples they equal the confusion matrix's ``diag``, ``colsum - diag`` and
+    ``rowsum - diag``: three bincounts, the sample index folded into the bin.
+    """
+    if pred.shape != target.shape or pred.ndim < 1:
+        raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+    b, k = target.shape[0], num_classes
+    target = target.reshape(b, -1).long()
+    pred = pred.reshape(b, -1).long().to(target.device)
+    valid = target != ignore_index
+    offset = (torch.arange(b, device=target.device) * k)[:, None]
+    t, p = (target + offset)[valid], (pred + offset)[valid]
+    truth = torch.bincount(t, minlength=b * k)
+    predicted = torch.bincount(p, minlength=b * k)
+    tp = torch.bincount(t[t == p], minlength=b * k)
+    return torch.stack([tp, predicted - tp, truth - tp]).reshape(3, b, k).permute(1, 0, 2)

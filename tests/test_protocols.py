@@ -43,17 +43,40 @@ def test_expected_miou_by_hand():
     w1, w2 = p * (1 - p), (1 - p) ** 2
     expected = (w1 * 0.2 + w1 * 0.4 + w2 * 0.6) / (2 * w1 + w2)
     assert expected_miou(values, ["a", "b"], p) == pytest.approx(expected)
-    assert len(all_subsets("abc")) == 7
+    assert all_subsets("abc") == [("a",), ("b",), ("c",), ("a", "b"), ("a", "c"), ("b", "c"), ("a", "b", "c")]
+    # Three modalities, p = 0.5: every non-empty subset is equally likely (1/8 each, renormalised
+    # over 7), so the expectation is the plain mean.
+    three = {s: float(i) for i, s in enumerate(all_subsets("abc"))}
+    assert expected_miou(three, "abc", 0.5) == pytest.approx(sum(range(7)) / 7)
+    # p = 0.1: weights 0.009 (singles), 0.081 (pairs), 0.729 (all three), out of 0.999.
+    assert expected_miou(three, "abc", 0.1) == pytest.approx(
+        (0.009 * (0 + 1 + 2) + 0.081 * (3 + 4 + 5) + 0.729 * 6) / 0.999
+    )
 
 
 def test_missing_modality_summary_rows():
     protocol = get_protocol("missing-modality")
     results = [CaseResult(c, miou=0.1 * (i + 1), pixel_accuracy=0, mean_f1=0, iou=[], samples=1)
                for i, c in enumerate(protocol.cases(("a", "b"), DELIVER))]
-    rows = {r["metric"]: r["value"] for r in protocol.summary(results, ("a", "b"))}
+    rows = {r.metric: r.value for r in protocol.summary(results, ("a", "b"))}
     assert rows["miou_avg"] == pytest.approx(0.2)
     assert set(rows) == {"miou_avg", "miou_e_p0.2", "miou_e_p0.1", "miou_e_p0.05"}
-    assert rows["miou_e_p0.05"] > rows["miou_e_p0.2"]  # rarer dropouts weight the full set more
+    # By hand: subsets {a}, {b}, {a,b} have mIoU 0.1, 0.2, 0.3 and weights p(1-p), p(1-p),
+    # (1-p)^2; the expectation is (1-p)(0.3p + 0.3(1-p)) / ((1-p)(1+p)) = 0.3 / (1 + p).
+    for p in (0.2, 0.1, 0.05):
+        assert rows[f"miou_e_p{p:g}"] == pytest.approx(0.3 / (1 + p))
+    # Each summary says which cases it sums with which weights (the statistics layer resamples
+    # those cases together): the weights reproduce the value.
+    by_case = {r.case: r.miou for r in results}
+    p = 0.2
+    w1, w2 = p * (1 - p), (1 - p) ** 2
+    for row in protocol.summary(results, ("a", "b")):
+        assert row.value == pytest.approx(sum(w * by_case[c] for c, w in row.terms), abs=1e-15)
+        assert sum(w for _, w in row.terms) == pytest.approx(1.0)
+        if row.metric == "miou_avg":
+            assert [w for _, w in row.terms] == pytest.approx([1 / 3] * 3)
+        if row.metric == "miou_e_p0.2":
+            assert [w for _, w in row.terms] == pytest.approx([w1 / (2 * w1 + w2)] * 2 + [w2 / (2 * w1 + w2)])
 
 
 def test_noise_cases_cover_each_modality_with_the_papers_levels():
@@ -96,9 +119,9 @@ def test_tsne_cases_and_summary(tmp_path):
     mixed = {0: (rng.normal(0, 1, (20, 8)), 500), 6: (rng.normal(0, 1, (20, 8)), 900)}
     results = [CaseResult(cases[0], 0, 0, 0, [], 1, pixels=pixels), CaseResult(cases[1], 0, 0, 0, [], 1, pixels=mixed)]
     rows = protocol.summary(results, RDEL, artifacts=tmp_path)
-    assert [r["metric"] for r in rows] == ["silhouette", "silhouette"]
-    assert rows[0]["value"] > 0.8 > 0.2 > rows[1]["value"]
-    assert rows[0]["test_modalities"] == cases[0].test_modalities and rows[0]["condition"] == "motionblur"
+    assert [r.metric for r in rows] == ["silhouette", "silhouette"]
+    assert rows[0].value > 0.8 > 0.2 > rows[1].value
+    assert rows[0].test_modalities == cases[0].test_modalities and rows[0].condition == "motionblur"
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["tsne_motionblur_depth.png", "tsne_motionblur_rgb.png"]
     with pytest.raises(ConfigError, match="unknown class"):
         get_protocol("tsne", classes=["Unicorn"]).cases(RDEL, DELIVER)

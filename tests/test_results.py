@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from mlebench.errors import ConfigError
+from mlebench.report.export import EXPORT_COLUMNS, export_results
 from mlebench.results import (
     APPLICATION_ID,
     RESULT_COLUMNS,
@@ -62,6 +63,11 @@ def _expected(run_id: str, rows=ROWS, train="rgb,depth") -> pd.DataFrame:
                 "variant": "base",
                 "dataset": "deliver",
                 "train_modalities": train,
+                "preset": "smoke",
+                "seed": 0,
+                "split": None,
+                "miou_convention": None,
+                "group_id": None,
                 "protocol": r.protocol,
                 "test_modalities": ",".join(r.test_modalities),
                 "condition": r.condition,
@@ -69,11 +75,19 @@ def _expected(run_id: str, rows=ROWS, train="rgb,depth") -> pd.DataFrame:
                 "metric": r.metric,
                 "class": r.class_name,
                 "value": r.value,
+                "ci_low": math.nan,
+                "ci_high": math.nan,
             }
             for r in rows
         ],
         columns=list(RESULT_COLUMNS),
     )
+
+
+def _export(store: ResultsStore, fmt: str) -> str:
+    out = io.StringIO()
+    export_results(store, fmt, out)
+    return out.getvalue()
 
 
 def _sql(path: Path, query: str, params=()) -> list[tuple]:
@@ -128,8 +142,8 @@ def test_empty_store(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.db")
     assert store.runs().empty and store.results().empty
     assert list(store.results().columns) == list(RESULT_COLUMNS)
-    assert store.export("csv") == ",".join(RESULT_COLUMNS) + "\n"
-    assert json.loads(store.export("json")) == []
+    assert _export(store, "csv") == ",".join(EXPORT_COLUMNS) + "\n"
+    assert json.loads(_export(store, "json")) == []
 
 
 def test_runs_newest_first_and_filter_by_run_id(tmp_path: Path) -> None:
@@ -181,9 +195,9 @@ def test_unfinished_runs_are_excluded_by_default(tmp_path: Path) -> None:
     store.finish_run(failed_with_rows, ROWS[:2], status="failed")
 
     assert set(store.results()["run_id"]) == {finished}
-    exported = json.loads(store.export("json"))
+    exported = json.loads(_export(store, "json"))
     assert {r["run_id"] for r in exported} == {finished}
-    assert set(pd.read_csv(io.StringIO(store.export("csv")))["run_id"]) == {finished}
+    assert set(pd.read_csv(io.StringIO(_export(store, "csv")))["run_id"]) == {finished}
 
     everything = store.results(include_unfinished=True)
     assert everything["run_id"].value_counts().to_dict() == {finished: 4, failed_with_rows: 2}
@@ -438,37 +452,43 @@ def finished_store(tmp_path: Path) -> tuple[ResultsStore, str]:
 
 def test_export_csv(finished_store) -> None:
     store, run_id = finished_store
-    out = io.StringIO()
-    text = store.export("csv", out)
-    assert out.getvalue() == text
-    assert text.splitlines()[0] == ",".join(RESULT_COLUMNS)
-    parsed = pd.read_csv(
-        io.StringIO(text), dtype=str, keep_default_na=False, na_values={"value": [""]}
-    )
-    parsed["value"] = parsed["value"].astype(float)
-    pd.testing.assert_frame_equal(parsed, _expected(run_id))
+    text = _export(store, "csv")
+    assert text.splitlines()[0] == ",".join(EXPORT_COLUMNS)
+    parsed = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    expected = _expected(run_id)
+    for column in ("value", "ci_low", "ci_high", "seeds_mean", "seeds_std"):
+        parsed[column] = pd.to_numeric(parsed[column].replace("", None)).astype("float64")
+    parsed["seed"] = parsed["seed"].astype("int64")
+    parsed["seeds_n"] = parsed["seeds_n"].astype("int64")
+    for column in ("split", "miou_convention", "group_id"):
+        parsed[column] = parsed[column].astype(object).replace("", None)
+    pd.testing.assert_frame_equal(parsed[list(RESULT_COLUMNS)], expected)
+    # one run: one "seed" per row, its mean is the value, no spread
+    known = parsed["value"].notna()
+    assert (parsed.loc[known, "seeds_n"] == 1).all() and (parsed.loc[~known, "seeds_n"] == 0).all()
+    assert parsed.loc[known, "seeds_mean"].tolist() == parsed.loc[known, "value"].tolist()
+    assert parsed["seeds_std"].isna().all()
 
 
 def test_export_json(finished_store) -> None:
     store, run_id = finished_store
-    out = io.StringIO()
-    text = store.export("JSON", out)
-    assert out.getvalue() == text
+    text = _export(store, "JSON")
     records = json.loads(text)
     assert records[2]["value"] is None  # NaN
     assert "NaN" not in text
     expected = _expected(run_id).to_dict("records")
     for record in expected:
-        if math.isnan(record["value"]):
-            record["value"] = None
-    assert records == expected
-    assert list(records[0]) == list(RESULT_COLUMNS)
+        for column in ("value", "ci_low", "ci_high"):
+            if math.isnan(record[column]):
+                record[column] = None
+    assert [{k: r[k] for k in RESULT_COLUMNS} for r in records] == expected
+    assert list(records[0]) == list(EXPORT_COLUMNS)
 
 
 def test_export_unknown_format(finished_store) -> None:
     store, _ = finished_store
     with pytest.raises(ConfigError, match="csv, json"):
-        store.export("parquet")
+        _export(store, "parquet")
 
 
 # -- git_commit ------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def pretrain_tiny_sam2(
     from methods import build_method
     from mlebench.data import load_dataset
     from mlebench.data.synthetic import ensure_synthetic
-    from mlebench.engine.checkpoint import package_versions
+    from mlebench.results.provenance import package_versions
     from mlebench.engine.train import TrainConfig, train
 
     root = Path(data_root) if data_root else ensure_synthetic(

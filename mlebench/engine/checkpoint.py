@@ -9,7 +9,6 @@ modality set, class list or preset is an error that says which.
 
 from __future__ import annotations
 
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +16,9 @@ import torch
 
 from mlebench.errors import ConfigError
 from mlebench.fsutil import atomic_path
+from mlebench.results.provenance import package_versions
 
 CHECKPOINT_FORMAT = 1
-
-
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in ("mlebench", "torch", "sam2"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "unknown"
-    return versions
 
 
 def checkpoint_identity(method: Any) -> dict[str, Any]:

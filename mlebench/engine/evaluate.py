@@ -10,8 +10,13 @@ inputs, so their predictions are bit-identical; the cache only removes repeated 
 condition (a weather or sensor failure) selects the samples whose pixels count; decoding always
 runs on the whole batch so batch composition never changes the numbers.
 
+Besides the confusion matrix, every case keeps per-sample counts (true positives, false positives
+and false negatives per class for each scored sample, in data-set order): the statistics layer
+(:mod:`mlebench.stats`) computes intervals and paired differences from them.
+
 Under ``torch.distributed`` each rank evaluates a disjoint shard (no padding, so no sample counts
-twice) and the confusion matrices are summed across ranks.
+twice), the confusion matrices are summed across ranks and the per-sample counts gathered and put
+back in data-set order.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -27,7 +33,7 @@ from tqdm import tqdm
 
 from mlebench.corruptions import Corruption, corrupt_batch
 from mlebench.data.transforms import normalize_modality
-from mlebench.metrics import ConfusionMatrix
+from mlebench.metrics import ConfusionMatrix, per_sample_counts
 from mlebench.protocols.base import ALL, CaseResult, EvalCase
 
 
@@ -215,19 +221,22 @@ def evaluate_cases(
         method.check_subset(case.test_modalities)
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    loader = DataLoader(
-        dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world),
-        num_workers=num_workers,
-    )
+    sampler = ShardSampler(len(dataset), rank, world)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
     info = dataset.info
     matrices = {c: ConfusionMatrix(method.num_classes, info.ignore_index, device) for c in cases}
     counts: dict[EvalCase, int] = defaultdict(int)
+    # per case: (data-set index, sample id, (3, K) counts) of every scored sample
+    per_sample: dict[EvalCase, list[tuple[int, str, np.ndarray]]] = defaultdict(list)
     samplers = {c: PixelSampler(collect_pixels, base_seed) for c in cases} if collect_pixels else {}
     use_cache = feature_cache and method.separable_encoder
     passes = [list(cases)] if use_cache else [[c] for c in cases]  # uncached: one pass per case
     bar = tqdm(total=len(passes) * len(loader), disable=not progress, desc="eval", unit="batch")
     for pass_cases in passes:
+        position = 0
         for batch in loader:
+            indices = sampler.indices[position : position + len(batch["label"])]
+            position += len(indices)
             if eval_size is not None:
                 batch = resize_batch(batch, eval_size)
             target = batch["label"].to(device)
@@ -247,6 +256,10 @@ def evaluate_cases(
                 prediction = output.logits[..., :height, :width].max(1).indices
                 matrices[case].update(prediction[mask], target[mask], validate=False)
                 counts[case] += n
+                sample_counts = per_sample_counts(prediction[mask], target[mask], method.num_classes,
+                                                  info.ignore_index).cpu().numpy()
+                kept = [(i, sid) for i, sid, keep in zip(indices, batch["meta"]["id"], mask.tolist()) if keep]
+                per_sample[case] += [(i, sid, c) for (i, sid), c in zip(kept, sample_counts)]
                 if case in samplers:
                     ids = [i for i, keep in zip(batch["meta"]["id"], mask.tolist()) if keep]
                     padded = F.pad(target, (0, cache.pad[1], 0, cache.pad[0]), value=info.ignore_index)
@@ -260,6 +273,7 @@ def evaluate_cases(
         if distributed:
             dist.all_reduce(samples)
         convention = info.miou_convention
+        scored = _gather_sorted(per_sample[case], distributed)
         results.append(
             CaseResult(
                 case=case,
@@ -269,6 +283,18 @@ def evaluate_cases(
                 iou=cm.iou().tolist(),
                 samples=int(samples),
                 pixels=samplers[case].result() if case in samplers else None,
+                sample_ids=[sid for _, sid, _ in scored],
+                counts=(np.stack([c for _, _, c in scored]) if scored
+                        else np.zeros((0, 3, method.num_classes), dtype=np.int64)),
             )
         )
     return results
+
+
+def _gather_sorted(items: list[tuple[int, str, np.ndarray]], distributed: bool) -> list[tuple[int, str, np.ndarray]]:
+    """All ranks' per-sample records, in data-set order (as one process would have them)."""
+    if distributed:
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, items)
+        items = [item for part in gathered for item in part]
+    return sorted(items, key=lambda item: item[0])

@@ -12,12 +12,13 @@ import torch
 import torch.distributed as dist
 
 from mlebench.data import dataset_info, load_dataset
-from mlebench.engine.checkpoint import load_checkpoint, package_versions
+from mlebench.engine.checkpoint import load_checkpoint
 from mlebench.engine.evaluate import evaluate_cases, missing_policy
 from mlebench.engine.train import TrainConfig, train
 from mlebench.errors import ConfigError
-from mlebench.protocols import CaseResult, get_protocol
-from mlebench.results import ResultRow, ResultsStore, git_commit
+from mlebench.protocols import CaseResult, SummaryRow, get_protocol
+from mlebench.results import BootstrapSpec, ResultsStore, case_counts, git_commit, package_versions, result_rows
+from mlebench.results.provenance import runtime_provenance
 
 # Training defaults per preset (the paper's: 1024² crops, batch 6, 100 epochs, bf16 on GPU).
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
@@ -51,14 +52,17 @@ class RunSpec:
     eval_split: str = "val"
     eval_batch_size: int = 4
     feature_cache: bool = True
+    bootstrap: BootstrapSpec = field(default_factory=BootstrapSpec)
+    group_id: str | None = None  # ties the runs of one multi-seed command together
 
 
 @dataclass
 class RunOutcome:
     run_id: str | None
     results: list[CaseResult]
-    summary: list[dict[str, Any]]
+    summary: list[SummaryRow]
     checkpoint: Path | None
+    rows: list[Any] = field(default_factory=list)
 
 
 def train_config(spec: RunSpec, n_train: int) -> TrainConfig:
@@ -134,8 +138,11 @@ def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool =
                 "missing_modality": missing_policy(method),
                 "frozen_source": method.frozen_source, "miou_convention": info.miou_convention,
                 "feature_cache": spec.feature_cache, "world_size": _world(),
+                "bootstrap": dataclasses.asdict(spec.bootstrap),
             },
             seed=spec.seed, git_commit=git_commit(), versions=package_versions(),
+            protocol=spec.protocol, split=spec.eval_split, miou_convention=info.miou_convention,
+            group_id=spec.group_id, provenance=runtime_provenance(spec.seed, _world()),
         )  # fmt: skip
     try:
         checkpoint = spec.checkpoint
@@ -154,49 +161,43 @@ def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool =
         )  # fmt: skip
         artifacts = Path("runs") / (run_id or "run")
         summary = protocol.summary(results, modalities, artifacts=artifacts) if _rank() == 0 else []
+        rows = []
         if store is not None:
-            store.finish_run(run_id, result_rows(spec.protocol, results, summary, info.classes))
+            rows = result_rows(spec.protocol, results, summary, info.classes, info.miou_convention, spec.bootstrap)
+            store.finish_run(run_id, rows, counts=case_counts(spec.protocol, results))
     except BaseException as exc:
         if store is not None and run_id is not None:
             store.fail_run(run_id, f"{type(exc).__name__}: {exc}")
         raise
-    return RunOutcome(run_id, results, summary, checkpoint)
+    return RunOutcome(run_id, results, summary, checkpoint, rows)
 
 
 def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def result_rows(
-    protocol: str, results: Sequence[CaseResult], summary: Sequence[dict[str, Any]], classes: Sequence[str]
-) -> list[ResultRow]:
-    rows = []
-    for r in results:
-        base = {"protocol": protocol, "test_modalities": r.case.test_modalities,
-                "condition": r.case.condition, "corruption": r.case.corruption_name}  # fmt: skip
-        for metric in ("miou", "pixel_accuracy", "mean_f1"):
-            rows.append(ResultRow(metric=metric, value=getattr(r, metric), **base))
-        rows.append(ResultRow(metric="samples", value=float(r.samples), **base))
-        rows += [ResultRow(metric="iou", value=v, class_name=c, **base) for c, v in zip(classes, r.iou)]
-    for s in summary:
-        rows.append(ResultRow(protocol=protocol, test_modalities=tuple(s.get("test_modalities", ("*",))),
-                              condition=s.get("condition", "all"), corruption=s.get("corruption", "none"),
-                              metric=s["metric"], value=s["value"]))
-    return rows
+def format_results(results: Sequence[CaseResult], summary: Sequence[SummaryRow], rows: Sequence[Any] = ()) -> str:
+    """A readable table: one line per case, then the protocol's summary numbers; with the stored
+    ``rows``, each mIoU-type value shows its 95% bootstrap interval."""
+    intervals = {(r.test_modalities, r.condition, r.corruption, r.metric): (r.ci_low, r.ci_high)
+                 for r in rows if r.metric.startswith("miou") and not r.class_name}
 
+    def ci(key: tuple[Any, ...]) -> str:
+        low, high = intervals.get(key, (float("nan"), float("nan")))
+        return f"[{100 * low:6.2f}, {100 * high:6.2f}]" if low == low else ""
 
-def format_results(results: Sequence[CaseResult], summary: Sequence[dict[str, Any]]) -> str:
-    """A readable table: one line per case, then the protocol's summary numbers."""
     width = max([len(r.case.label) for r in results] + [10])
-    lines = [f"{'case':<{width}}  {'mIoU':>7}  {'pixAcc':>7}  {'mF1':>7}  {'n':>5}"]
+    lines = [f"{'case':<{width}}  {'mIoU':>7}  {'95% CI':^16}  {'pixAcc':>7}  {'mF1':>7}  {'n':>5}"]
     for r in results:
-        lines.append(f"{r.case.label:<{width}}  {100 * r.miou:7.2f}  {100 * r.pixel_accuracy:7.2f}  "
+        key = (tuple(r.case.test_modalities), r.case.condition, r.case.corruption_name, "miou")
+        lines.append(f"{r.case.label:<{width}}  {100 * r.miou:7.2f}  {ci(key):^16}  {100 * r.pixel_accuracy:7.2f}  "
                      f"{100 * r.mean_f1:7.2f}  {r.samples:5d}")
     for s in summary:
-        where = [("-".join(s["test_modalities"]) if "test_modalities" in s else ""), s.get("condition", "")]
-        label = " | ".join([s["metric"], *[w for w in where if w and w != "all"]])
-        scale = 100 if s["metric"].startswith("miou") else 1
-        lines.append(f"{label:<{width}}  {scale * s['value']:7.2f}")
+        where = ["-".join(s.test_modalities) if s.test_modalities != ("*",) else "", s.condition]
+        label = " | ".join([s.metric, *[w for w in where if w and w != "all"]])
+        scale = 100 if s.metric.startswith("miou") else 1
+        key = (tuple(s.test_modalities), s.condition, s.corruption, s.metric)
+        lines.append(f"{label:<{width}}  {scale * s.value:7.2f}  {ci(key):^16}")
     return "\n".join(lines)
 
 

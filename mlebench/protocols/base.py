@@ -9,7 +9,7 @@ over modality subsets). A protocol is a module with a class decorated by
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -54,6 +54,29 @@ class CaseResult:
     # Sampled pixel features of the fused embedding, per class id: (features (N, C), count seen).
     # Only filled for protocols that ask for it (``Protocol.collect_pixels``).
     pixels: dict[int, Any] | None = None
+    # Per-sample counts, in data-set order: the ids of the scored samples and an int64 array
+    # (N, 3, K) of true positives, false positives and false negatives per class. Every
+    # statistic (mIoU, intervals, paired differences) can be recomputed from them.
+    sample_ids: list[str] = field(default_factory=list)
+    counts: Any = None
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """A protocol-level number (e.g. mIoU^Avg), from :meth:`Protocol.summary`.
+
+    ``terms`` says how the value combines the cases' mIoUs: ``((case, weight), ...)`` for a
+    weighted sum. With terms, the statistics layer can give the value an interval and a paired
+    difference from the per-sample counts; without (e.g. a silhouette score), it cannot.
+    ``test_modalities`` is ``("*",)`` for a number over several modality sets.
+    """
+
+    metric: str
+    value: float
+    test_modalities: tuple[str, ...] = ("*",)
+    condition: str = ALL
+    corruption: str = NO_CORRUPTION
+    terms: tuple[tuple[EvalCase, float], ...] = ()
 
 
 class Protocol(ABC):
@@ -68,10 +91,8 @@ class Protocol(ABC):
 
     def summary(
         self, results: Sequence[CaseResult], train_modalities: Sequence[str], artifacts: Path | None = None
-    ) -> list[dict[str, Any]]:
-        """Protocol-level numbers from the case results: dicts with ``metric`` and ``value`` and
-        optionally ``test_modalities``, ``condition``, ``corruption``. Files (plots) go to
-        ``artifacts``."""
+    ) -> list[SummaryRow]:
+        """Protocol-level numbers from the case results. Files (plots) go to ``artifacts``."""
         return []
 
 

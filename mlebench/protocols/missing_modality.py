@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from mlebench.data.base import DatasetInfo
-from mlebench.protocols.base import CaseResult, EvalCase, Protocol, register_protocol
+from mlebench.protocols.base import CaseResult, EvalCase, Protocol, SummaryRow, register_protocol
 
 MISSING_RATES = (0.2, 0.1, 0.05)
 
@@ -25,11 +25,18 @@ def all_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
     return [s for r in range(1, len(modalities) + 1) for s in itertools.combinations(modalities, r)]
 
 
-def expected_miou(miou_by_subset: dict[tuple[str, ...], float], modalities: Sequence[str], p: float) -> float:
+def expected_weights(subsets: Sequence[tuple[str, ...]], modalities: Sequence[str], p: float) -> dict[tuple[str, ...], float]:
+    """Each subset's probability when every modality is missing independently with rate p,
+    renormalised over the given (non-empty) subsets."""
     n = len(modalities)
-    weights = {s: p ** (n - len(s)) * (1 - p) ** len(s) for s in miou_by_subset}
+    weights = {s: p ** (n - len(s)) * (1 - p) ** len(s) for s in subsets}
     total = sum(weights.values())
-    return sum(w * miou_by_subset[s] for s, w in weights.items()) / total
+    return {s: w / total for s, w in weights.items()}
+
+
+def expected_miou(miou_by_subset: dict[tuple[str, ...], float], modalities: Sequence[str], p: float) -> float:
+    weights = expected_weights(list(miou_by_subset), modalities, p)
+    return sum(w * miou_by_subset[s] for s, w in weights.items())
 
 
 @register_protocol("missing-modality")
@@ -41,9 +48,13 @@ class MissingModality(Protocol):
 
     def summary(
         self, results: Sequence[CaseResult], train_modalities: Sequence[str], artifacts: Path | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[SummaryRow]:
         by_subset = {r.case.test_modalities: r.miou for r in results}
-        rows = [{"metric": "miou_avg", "value": sum(by_subset.values()) / len(by_subset)}]
+        cases = {r.case.test_modalities: r.case for r in results}
+        uniform = tuple((cases[s], 1 / len(cases)) for s in cases)
+        rows = [SummaryRow("miou_avg", sum(by_subset.values()) / len(by_subset), terms=uniform)]
         for p in MISSING_RATES:
-            rows.append({"metric": f"miou_e_p{p:g}", "value": expected_miou(by_subset, train_modalities, p)})
+            weights = expected_weights(list(by_subset), train_modalities, p)
+            rows.append(SummaryRow(f"miou_e_p{p:g}", expected_miou(by_subset, train_modalities, p),
+                                   terms=tuple((cases[s], w) for s, w in weights.items())))
         return rows

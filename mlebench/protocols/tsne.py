@@ -20,7 +20,7 @@ import numpy as np
 from mlebench.data.base import DatasetInfo
 from mlebench.data.deliver import SENSOR_FAILURES
 from mlebench.errors import ConfigError
-from mlebench.protocols.base import ALL, CaseResult, EvalCase, Protocol, register_protocol
+from mlebench.protocols.base import ALL, CaseResult, EvalCase, Protocol, SummaryRow, register_protocol
 
 
 @register_protocol("tsne")
@@ -57,7 +57,7 @@ class TSNE(Protocol):
 
     def summary(
         self, results: Sequence[CaseResult], train_modalities: Sequence[str], artifacts: Path | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[SummaryRow]:
         from sklearn.manifold import TSNE as SKTSNE
         from sklearn.metrics import silhouette_score
 
@@ -73,8 +73,8 @@ class TSNE(Protocol):
             if len(labels) < 2 or sum(len(x) for x in labels) < 10:
                 continue  # fewer than two classes present: nothing to separate
             x, y = np.concatenate(feats), np.concatenate(labels)
-            where = {"test_modalities": result.case.test_modalities, "condition": result.case.condition}
-            rows.append({"metric": "silhouette", "value": float(silhouette_score(x, y)), **where})
+            rows.append(SummaryRow("silhouette", float(silhouette_score(x, y)),
+                                   test_modalities=result.case.test_modalities, condition=result.case.condition))
             if artifacts is not None:
                 perplexity = min(self.perplexity, (len(x) - 1) / 3)
                 xy = SKTSNE(n_components=2, perplexity=perplexity, init="pca", random_state=self.seed).fit_transform(x)

@@ -1,20 +1,32 @@
-"""The results store: one SQLite file that records every run and every metric it produced.
+"""The results store: one SQLite file that records every run, every metric and the per-sample
+counts behind them. It only stores: rows and provenance are their own modules
+(:mod:`mlebench.results.rows`, :mod:`mlebench.results.provenance`), formatting lives in
+:mod:`mlebench.report`.
 
-Two tables::
+Tables (schema version 2)::
 
-    runs(id, method, variant, dataset, train_modalities, preset, config, seed, git_commit,
-         versions, started_at, ended_at, status, error)
-    results(run_id, protocol, test_modalities, condition, corruption, metric, class, value)
+    runs(id, method, variant, dataset, train_modalities, preset, protocol, split, miou_convention,
+         group_id, config, seed, git_commit, versions, provenance, pid, host, started_at,
+         ended_at, status, error)
+    results(run_id, protocol, test_modalities, condition, corruption, metric, class, value,
+            ci_low, ci_high, terms)
+    run_samples(run_id, sample_ids)          -- the run's scored sample ids (JSON, zlib)
+    case_counts(run_id, protocol, test_modalities, condition, corruption, n_samples, n_classes,
+                sample_index, counts)        -- per case: int32 indices into run_samples and an
+                                                int32 (N, 3, K) array of tp, fp, fn (zlib)
 
-``config`` and ``versions`` are JSON, times are ISO-8601 UTC, ``status`` is ``running``,
-``finished`` or ``failed``; modality lists are stored joined with ``","`` in the given order.
-``class`` is ``''`` for aggregate metrics (mIoU, ...) and the class name for per-class values.
-A NaN ``value`` is stored as SQL NULL and read back as NaN.
+``config``, ``versions``, ``provenance`` and ``terms`` are JSON, times are ISO-8601 UTC,
+``status`` is ``running``, ``finished`` or ``failed``; modality lists are stored joined with
+``","`` in the given order. ``class`` is ``''`` for aggregate metrics and the class name for
+per-class values. A NaN ``value`` (or interval bound) is stored as SQL NULL and read back as NaN.
+``group_id`` ties the runs of one multi-seed command together. A 500-sample split with 25
+classes keeps about 46 KB of counts per case (compressed, measured on realistic counts).
 
-A run is written in two steps: :meth:`ResultsStore.start_run` records it as ``running``, and
-:meth:`ResultsStore.finish_run` writes all its result rows *and* marks it finished in one
-transaction. A process killed in between (or inside ``finish_run``) leaves the run row
-``running`` and no result rows at all; readers see only finished runs unless asked otherwise.
+A run is written in two steps: :meth:`ResultsStore.start_run` records it as ``running`` (with
+the pid and host of the process), and :meth:`ResultsStore.finish_run` writes all its result rows
+and counts *and* marks it finished in one transaction. A process killed in between (or inside
+``finish_run``) leaves the run row ``running`` and no result rows at all; readers see only
+finished runs unless asked otherwise.
 
 Several processes may write to one file at once: the file uses WAL journaling, every write is a
 ``BEGIN IMMEDIATE`` transaction and every connection waits up to :data:`BUSY_TIMEOUT_S` for the
@@ -22,43 +34,52 @@ write lock. Connections are opened per operation, so a store object survives ``f
 
 The file is marked as ours with ``PRAGMA application_id`` (:data:`APPLICATION_ID`, "MLEB") and
 ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`). A file that is not SQLite, or SQLite written by
-someone else, is refused with :class:`~mlebench.errors.ConfigError` and never modified.
+someone else, is refused with :class:`~mlebench.errors.ConfigError` and never modified. A file
+of an older schema is refused with a message naming ``mlebench results migrate``, which upgrades
+it in one transaction after copying the original aside (:func:`migrate`); nothing is ever
+upgraded silently.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import os
-import re
+import shutil
 import sqlite3
-import subprocess
 import time
+import zlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence, TextIO
+from typing import Any, Iterable, Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 
 from mlebench.errors import ConfigError
+from mlebench.results.provenance import git_commit, package_versions, process_identity
+from mlebench.results.rows import CaseCounts, CaseKey, ResultRow
 
 APPLICATION_ID = int.from_bytes(b"MLEB", "big")  # 0x4D4C4542
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 30.0
-EXPORT_FORMATS = ("csv", "json")
 RUN_STATUSES = ("running", "finished", "failed")
 
-#: Columns of :meth:`ResultsStore.results` and of every export, in order.
+#: Columns of :meth:`ResultsStore.results`, in order.
 RESULT_COLUMNS = (
     "run_id",
     "method",
     "variant",
     "dataset",
     "train_modalities",
+    "preset",
+    "seed",
+    "split",
+    "miou_convention",
+    "group_id",
     "protocol",
     "test_modalities",
     "condition",
@@ -66,7 +87,12 @@ RESULT_COLUMNS = (
     "metric",
     "class",
     "value",
+    "ci_low",
+    "ci_high",
 )
+#: Result columns that come from the run.
+_RUN_RESULT_COLUMNS = ("method", "variant", "dataset", "train_modalities", "preset", "seed", "split",
+                       "miou_convention", "group_id")
 
 #: Columns of :meth:`ResultsStore.runs`, in order.
 RUN_COLUMNS = (
@@ -76,10 +102,17 @@ RUN_COLUMNS = (
     "dataset",
     "train_modalities",
     "preset",
+    "protocol",
+    "split",
+    "miou_convention",
+    "group_id",
     "config",
     "seed",
     "git_commit",
     "versions",
+    "provenance",
+    "pid",
+    "host",
     "started_at",
     "ended_at",
     "status",
@@ -94,10 +127,17 @@ CREATE TABLE IF NOT EXISTS runs (
     dataset TEXT NOT NULL,
     train_modalities TEXT NOT NULL,
     preset TEXT NOT NULL,
+    protocol TEXT,
+    split TEXT,
+    miou_convention TEXT,
+    group_id TEXT,
     config TEXT NOT NULL,
     seed INTEGER NOT NULL,
     git_commit TEXT,
     versions TEXT NOT NULL,
+    provenance TEXT,
+    pid INTEGER,
+    host TEXT,
     started_at TEXT NOT NULL,
     ended_at TEXT,
     status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed')),
@@ -111,28 +151,48 @@ CREATE TABLE IF NOT EXISTS results (
     corruption TEXT NOT NULL,
     metric TEXT NOT NULL,
     class TEXT NOT NULL DEFAULT '',
-    value REAL
+    value REAL,
+    ci_low REAL,
+    ci_high REAL,
+    terms TEXT
 );
 CREATE INDEX IF NOT EXISTS results_run_id ON results(run_id);
+CREATE TABLE IF NOT EXISTS run_samples (
+    run_id TEXT PRIMARY KEY REFERENCES runs(id),
+    sample_ids BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS case_counts (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    protocol TEXT NOT NULL,
+    test_modalities TEXT NOT NULL,
+    condition TEXT NOT NULL,
+    corruption TEXT NOT NULL,
+    n_samples INTEGER NOT NULL,
+    n_classes INTEGER NOT NULL,
+    sample_index BLOB NOT NULL,
+    counts BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS case_counts_run_id ON case_counts(run_id);
+"""
+
+# Schema 1 -> 2: new run columns (backfilled from the config JSON), intervals, per-sample counts.
+_MIGRATE_1_TO_2 = """
+ALTER TABLE runs ADD COLUMN protocol TEXT;
+ALTER TABLE runs ADD COLUMN split TEXT;
+ALTER TABLE runs ADD COLUMN miou_convention TEXT;
+ALTER TABLE runs ADD COLUMN group_id TEXT;
+ALTER TABLE runs ADD COLUMN provenance TEXT;
+ALTER TABLE runs ADD COLUMN pid INTEGER;
+ALTER TABLE runs ADD COLUMN host TEXT;
+UPDATE runs SET protocol = json_extract(config, '$.protocol'),
+                split = json_extract(config, '$.eval_split'),
+                miou_convention = json_extract(config, '$.miou_convention');
+ALTER TABLE results ADD COLUMN ci_low REAL;
+ALTER TABLE results ADD COLUMN ci_high REAL;
+ALTER TABLE results ADD COLUMN terms TEXT
 """
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-@dataclass(frozen=True)
-class ResultRow:
-    """One metric value of a run under one evaluation setting.
-
-    ``class_name`` is ``""`` for aggregate metrics and the class name for per-class values.
-    """
-
-    protocol: str
-    test_modalities: tuple[str, ...]
-    condition: str
-    corruption: str
-    metric: str
-    value: float
-    class_name: str = ""
 
 
 def _now() -> str:
@@ -145,10 +205,17 @@ def _join_modalities(modalities: Sequence[str], what: str) -> str:
     return ",".join(modalities)
 
 
+def _nullable(value: float) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
 def _row_tuple(run_id: str, row: ResultRow) -> tuple[Any, ...]:
     if not isinstance(row, ResultRow):
         raise TypeError(f"result rows must be ResultRow, got {type(row).__name__}")
-    value = float(row.value)
+    terms = None
+    if row.terms:
+        terms = json.dumps([[",".join(k.test_modalities), k.condition, k.corruption, w] for k, w in row.terms])
     return (
         run_id,
         row.protocol,
@@ -157,43 +224,32 @@ def _row_tuple(run_id: str, row: ResultRow) -> tuple[Any, ...]:
         row.corruption,
         row.metric,
         row.class_name,
-        None if math.isnan(value) else value,
+        _nullable(row.value),
+        _nullable(row.ci_low),
+        _nullable(row.ci_high),
+        terms,
     )
 
 
-def git_commit(path: str | Path | None = None) -> str | None:
-    """HEAD commit of the git checkout containing ``path`` (default: this package's source).
+def _pack(array: np.ndarray) -> bytes:
+    return zlib.compress(np.ascontiguousarray(array, dtype="<i4").tobytes(), 6)
 
-    ``None`` when ``path`` is not in a git checkout, git is not installed or it fails.
-    """
-    where = Path(path) if path is not None else Path(__file__).resolve().parent
-    try:
-        proc = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=where,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = proc.stdout.strip()
-    if proc.returncode != 0 or not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", commit):
-        return None
-    return commit
+
+def _unpack(blob: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(blob), dtype="<i4").reshape(shape).astype(np.int64)
 
 
 class ResultsStore:
     """A results file shared by any number of processes (see the module docstring)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, _for_migration: bool = False) -> None:
         """Open the results file at ``path``, creating it (and its folders) if absent.
 
         Raises :class:`ConfigError` if ``path`` exists but is not an mlebench results file, or
         was written by a newer mlebench (schema version above :data:`SCHEMA_VERSION`).
         """
         self.path = Path(path)
+        self._migrating = _for_migration  # only migrate() may open an older schema
         if self.path.exists():
             if not self.path.is_file():
                 raise ConfigError(f"{self.path} is not an mlebench results file (not a file)")
@@ -257,6 +313,13 @@ class ResultsStore:
                     f"results file {self.path} has schema version {version}, newer than this "
                     f"mlebench supports ({SCHEMA_VERSION}); upgrade mlebench"
                 )
+            if version < SCHEMA_VERSION and not self._migrating:
+                raise ConfigError(
+                    f"results file {self.path} has schema version {version}; this mlebench reads "
+                    f"version {SCHEMA_VERSION}. Upgrade the file with `mlebench results migrate "
+                    f"--results {self.path}` (the original is kept beside it); it is not changed "
+                    f"until you do"
+                )
             return True
         if app_id != 0:
             raise self._not_ours(f"SQLite application_id {app_id:#x}")
@@ -304,15 +367,11 @@ class ResultsStore:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             try:
                 if self._check_marker(conn):
-                    version = conn.execute("PRAGMA user_version").fetchone()[0]
-                    if version == SCHEMA_VERSION:
-                        return
+                    return
                 self._use_wal(conn)
                 with self._write(conn):
                     # Check again under the write lock: another process may have got here first.
-                    if not self._check_marker(conn) or (
-                        conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION
-                    ):
+                    if not self._check_marker(conn):
                         self._create_schema(conn)
             except sqlite3.DatabaseError as exc:
                 raise ConfigError(f"cannot open results file {self.path}: {exc}") from exc
@@ -376,37 +435,48 @@ class ResultsStore:
         seed: int,
         git_commit: str | None = None,
         versions: dict[str, str] | None = None,
+        protocol: str | None = None,
+        split: str | None = None,
+        miou_convention: str | None = None,
+        group_id: str | None = None,
+        provenance: dict[str, Any] | None = None,
     ) -> str:
         """Record a new run as ``running`` and return its id (a uuid4 hex string).
 
-        ``versions`` defaults to :func:`mlebench.engine.checkpoint.package_versions`.
-        ``config`` is stored as JSON (values JSON cannot hold are stored as their ``str``).
+        ``versions`` defaults to :func:`mlebench.results.provenance.package_versions`.
+        ``config`` and ``provenance`` are stored as JSON (values JSON cannot hold are stored as
+        their ``str``). The pid and host of this process are recorded, so that a run whose
+        process died can be told from one still running.
         """
         if versions is None:
-            from mlebench.engine.checkpoint import package_versions
-
             versions = package_versions()
         run_id = uuid.uuid4().hex
-        record = (
-            run_id,
-            method,
-            variant,
-            dataset,
-            _join_modalities(train_modalities, "train_modalities"),
-            preset,
-            json.dumps(config, sort_keys=True, default=str),
-            int(seed),
-            git_commit,
-            json.dumps(versions, sort_keys=True, default=str),
-            _now(),
-            "running",
-        )
+        who = process_identity()
+        record = {
+            "id": run_id,
+            "method": method,
+            "variant": variant,
+            "dataset": dataset,
+            "train_modalities": _join_modalities(train_modalities, "train_modalities"),
+            "preset": preset,
+            "protocol": protocol,
+            "split": split,
+            "miou_convention": miou_convention,
+            "group_id": group_id,
+            "config": json.dumps(config, sort_keys=True, default=str),
+            "seed": int(seed),
+            "git_commit": git_commit,
+            "versions": json.dumps(versions, sort_keys=True, default=str),
+            "provenance": json.dumps(provenance or {}, sort_keys=True, default=str),
+            "pid": who["pid"],
+            "host": who["host"],
+            "started_at": _now(),
+            "status": "running",
+        }
         with self._connection() as conn, self._write(conn):
             conn.execute(
-                "INSERT INTO runs (id, method, variant, dataset, train_modalities, preset, config,"
-                " seed, git_commit, versions, started_at, status)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                record,
+                f"INSERT INTO runs ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
+                tuple(record.values()),
             )
         return run_id
 
@@ -423,22 +493,52 @@ class ResultsStore:
             (status, _now(), error, run_id),
         )
 
-    def finish_run(self, run_id: str, rows: Iterable[ResultRow], status: str = "finished") -> None:
-        """Write all of ``rows`` for ``run_id`` and end the run, in one transaction.
+    def finish_run(
+        self,
+        run_id: str,
+        rows: Iterable[ResultRow],
+        status: str = "finished",
+        counts: Sequence[CaseCounts] = (),
+    ) -> None:
+        """Write all of ``rows`` (and the per-sample ``counts``) for ``run_id`` and end the run,
+        in one transaction.
 
-        Either every row is written and the run is marked ``status`` with ``ended_at`` set, or
+        Either everything is written and the run is marked ``status`` with ``ended_at`` set, or
         (on any exception, or if the process dies) nothing is written and the run stays
         ``running``. Raises :class:`ConfigError` for an unknown run or one that already ended.
         """
         if status not in ("finished", "failed"):
             raise ConfigError(f"run status must be 'finished' or 'failed', got {status!r}")
+        counts = list(counts)
+        all_ids = list(dict.fromkeys(i for c in counts for i in c.sample_ids))
+        position = {sample_id: i for i, sample_id in enumerate(all_ids)}
         with self._connection() as conn, self._write(conn):
             self._end_run(conn, run_id, status, None)
             conn.executemany(
                 "INSERT INTO results (run_id, protocol, test_modalities, condition, corruption,"
-                " metric, class, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " metric, class, value, ci_low, ci_high, terms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (_row_tuple(run_id, row) for row in rows),
             )
+            if counts:
+                conn.execute("INSERT INTO run_samples (run_id, sample_ids) VALUES (?, ?)",
+                             (run_id, zlib.compress(json.dumps(all_ids).encode())))
+                conn.executemany(
+                    "INSERT INTO case_counts (run_id, protocol, test_modalities, condition, corruption,"
+                    " n_samples, n_classes, sample_index, counts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (self._counts_tuple(run_id, c, position) for c in counts),
+                )
+
+    @staticmethod
+    def _counts_tuple(run_id: str, c: CaseCounts, position: dict[str, int]) -> tuple[Any, ...]:
+        array = np.asarray(c.counts)
+        n = len(c.sample_ids)
+        if array.ndim != 3 or array.shape[:2] != (n, 3):
+            raise ValueError(f"counts of {c.key.label} must be (N={n}, 3, K), got {array.shape}")
+        if array.size and (array.min() < 0 or array.max() > np.iinfo(np.int32).max):
+            raise ValueError(f"counts of {c.key.label} do not fit 0..2^31-1")
+        index = np.array([position[i] for i in c.sample_ids], dtype=np.int64)
+        return (run_id, c.key.protocol, _join_modalities(c.key.test_modalities, "test_modalities"),
+                c.key.condition, c.key.corruption, n, array.shape[2], _pack(index), _pack(array))
 
     def fail_run(self, run_id: str, message: str) -> None:
         """Mark a running run ``failed`` with ``message`` in its ``error`` column."""
@@ -459,10 +559,11 @@ class ResultsStore:
                 f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY started_at DESC, rowid DESC"
             ).fetchall()
         frame = pd.DataFrame.from_records(records, columns=list(RUN_COLUMNS))
-        for column in ("config", "versions"):
-            frame[column] = pd.Series([json.loads(t) for t in frame[column]], dtype=object)
+        for column in ("config", "versions", "provenance"):
+            frame[column] = pd.Series([json.loads(t) if isinstance(t, str) else {} for t in frame[column]], dtype=object)
         frame["seed"] = frame["seed"].astype("int64")
-        for column in ("git_commit", "ended_at", "error"):  # missing is None, never NaN
+        for column in ("git_commit", "ended_at", "error", "protocol", "split", "miou_convention", "group_id",
+                       "pid", "host"):  # missing is None, never NaN
             frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
         return frame
 
@@ -490,11 +591,7 @@ class ResultsStore:
             params.append(json.dumps(wanted))
         if not include_unfinished:
             where.append("runs.status = 'finished'")
-        columns = ", ".join(
-            f"runs.{c}" if c in ("method", "variant", "dataset", "train_modalities")
-            else f"results.{c}"
-            for c in RESULT_COLUMNS
-        )
+        columns = ", ".join(f"runs.{c}" if c in _RUN_RESULT_COLUMNS else f"results.{c}" for c in RESULT_COLUMNS)
         sql = f"SELECT {columns} FROM results JOIN runs ON runs.id = results.run_id"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -513,57 +610,82 @@ class ResultsStore:
         """
         records = self._result_records(run_ids, include_unfinished)
         frame = pd.DataFrame.from_records(records, columns=list(RESULT_COLUMNS))
-        frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype("float64")
+        for column in ("value", "ci_low", "ci_high"):
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+        frame["seed"] = frame["seed"].astype("int64")
+        for column in ("split", "miou_convention", "group_id"):
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
         return frame
 
-    def export(
-        self,
-        fmt: str,
-        out: TextIO | None = None,
-        *,
-        run_ids: Iterable[str] | None = None,
-        include_unfinished: bool = False,
-    ) -> str:
-        """The rows of :meth:`results` as ``"csv"`` or ``"json"`` text; also written to ``out``.
+    def summary_terms(self, run_id: str) -> dict[tuple[str, str, str, str, str], list[tuple[CaseKey, float]]]:
+        """The terms of a run's summary rows: (protocol, test_modalities, condition, corruption,
+        metric) -> [(case, weight), ...]."""
+        with self._connection() as conn:
+            records = conn.execute(
+                "SELECT protocol, test_modalities, condition, corruption, metric, terms FROM results"
+                " WHERE run_id = ? AND terms IS NOT NULL", (run_id,)).fetchall()
+        out = {}
+        for protocol, mods, condition, corruption, metric, terms in records:
+            out[(protocol, mods, condition, corruption, metric)] = [
+                (CaseKey(protocol, tuple(m.split(",")), c, k), float(w)) for m, c, k, w in json.loads(terms)]
+        return out
 
-        CSV has a header row of :data:`RESULT_COLUMNS`; a NaN value is an empty cell. JSON is a
-        list of records (one object per row); a NaN (or infinite) value is ``null``.
-        """
-        fmt = fmt.lower()
-        if fmt not in EXPORT_FORMATS:
-            raise ConfigError(
-                f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}"
-            )
-        frame = self.results(run_ids=run_ids, include_unfinished=include_unfinished)
-        if fmt == "csv":
-            buffer = io.StringIO()
-            frame.to_csv(buffer, index=False, lineterminator="\n")
-            text = buffer.getvalue()
-        else:
-            records = [
-                {
-                    column: (
-                        (float(value) if math.isfinite(value) else None)
-                        if column == "value"
-                        else value
-                    )
-                    for column, value in zip(RESULT_COLUMNS, record)
-                }
-                for record in frame.itertuples(index=False, name=None)
-            ]
-            text = json.dumps(records, indent=1, allow_nan=False) + "\n"
-        if out is not None:
-            out.write(text)
-        return text
+    def case_counts(self, run_id: str) -> list[CaseCounts]:
+        """The per-sample counts of every case of ``run_id`` (empty for runs without any)."""
+        with self._connection() as conn:
+            found = conn.execute("SELECT sample_ids FROM run_samples WHERE run_id = ?", (run_id,)).fetchone()
+            if found is None:
+                return []
+            ids = json.loads(zlib.decompress(found[0]))
+            records = conn.execute(
+                "SELECT protocol, test_modalities, condition, corruption, n_samples, n_classes, sample_index,"
+                " counts FROM case_counts WHERE run_id = ? ORDER BY rowid", (run_id,)).fetchall()
+        out = []
+        for protocol, mods, condition, corruption, n, k, index, counts in records:
+            key = CaseKey(protocol, tuple(mods.split(",")), condition, corruption)
+            positions = _unpack(index, (n,))
+            out.append(CaseCounts(key, tuple(ids[i] for i in positions), _unpack(counts, (n, 3, k))))
+        return out
+
+
+def migrate(path: str | Path, backup: str | Path | None = None) -> tuple[int, Path]:
+    """Upgrade the results file at ``path`` to :data:`SCHEMA_VERSION` in one transaction.
+
+    The original is first copied to ``backup`` (default ``<path>.v<old version>.bak``; an
+    existing backup is never overwritten). Returns (old version, backup path). A file already at
+    the current version is left alone (backup path is the file itself).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"results file {path} does not exist")
+    store = ResultsStore(path, _for_migration=True)  # refuses foreign files and newer schemas
+    with store._connection() as conn:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return version, path
+    backup = Path(backup) if backup is not None else path.with_name(f"{path.name}.v{version}.bak")
+    if backup.exists():
+        raise ConfigError(f"backup {backup} already exists; move it away or pass another backup path")
+    with store._connection() as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything into the main file first
+    shutil.copy2(path, backup)
+    with store._connection() as conn, store._write(conn):
+        if conn.execute("PRAGMA user_version").fetchone()[0] != version:
+            raise ConfigError(f"results file {path} changed while migrating; try again")
+        if version == 1:
+            for statement in filter(str.strip, _MIGRATE_1_TO_2.split(";")):
+                conn.execute(statement)
+        store._create_schema(conn)  # the new tables and the version
+    return version, backup
 
 
 __all__ = [
     "APPLICATION_ID",
-    "EXPORT_FORMATS",
     "RESULT_COLUMNS",
     "RUN_COLUMNS",
     "SCHEMA_VERSION",
     "ResultRow",
     "ResultsStore",
     "git_commit",
+    "migrate",
 ]

@@ -1,0 +1,113 @@
+"""Plain-text tables for the terminal: the run list, multi-seed summaries, comparisons."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from mlebench.results.store import ResultsStore
+
+
+def _pct(value: float, width: int = 6) -> str:
+    return f"{100 * value:{width}.2f}" if value == value else " " * (width - 1) + "–"
+
+
+def _interval(low: float, high: float) -> str:
+    return f"[{100 * low:.2f}, {100 * high:.2f}]" if low == low and high == high else ""
+
+
+def headline_rows(results: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per run, the number that sums it up: the mIoU of the training modalities on all clean
+    samples where the protocol has that case, else its first summary mIoU (e.g. mIoU^Avg)."""
+    picked = []
+    for run in runs.itertuples():
+        mine = results[results["run_id"] == run.id]
+        full = mine[(mine["metric"] == "miou") & (mine["test_modalities"] == run.train_modalities)
+                    & (mine["condition"] == "all") & (mine["corruption"] == "none")]
+        if full.empty:
+            full = mine[mine["metric"].str.startswith("miou") & (mine["test_modalities"] == "*")]
+        if not full.empty:
+            picked.append(full.iloc[0])
+    return pd.DataFrame(picked)
+
+
+def format_run_list(store: ResultsStore) -> str:
+    runs = store.runs()
+    if runs.empty:
+        return "no runs"
+    results = store.results(include_unfinished=False)
+    heads = headline_rows(results, runs)
+    head_by_run = {r.run_id: r for r in heads.itertuples()} if not heads.empty else {}
+    table = runs[["id", "method", "variant", "dataset", "train_modalities", "protocol", "preset", "seed", "split",
+                  "miou_convention", "status", "started_at"]].copy()
+    table = table.rename(columns={"miou_convention": "convention", "train_modalities": "train"})
+    table["mIoU"] = [(_pct(head_by_run[i].value).strip() + (f" {head_by_run[i].metric}" if head_by_run[i].metric != "miou" else ""))
+                     if i in head_by_run else "" for i in runs["id"]]  # fmt: skip
+    table["95% CI"] = [_interval(head_by_run[i].ci_low, head_by_run[i].ci_high) if i in head_by_run else ""
+                       for i in runs["id"]]
+    table["group"] = [g[:8] if g else "" for g in runs["group_id"]]
+    table = table.fillna("")
+    lines = [table.to_string(index=False)]
+    groups = [g for g in dict.fromkeys(runs["group_id"]) if g]
+    for group in groups:
+        lines.append("")
+        lines.append(format_seed_summary(store, group, headline_only=True))
+    return "\n".join(lines)
+
+
+def format_seed_summary(store: ResultsStore, group: str, headline_only: bool = False) -> str:
+    """mIoU per case over the seeds of one group: each seed's value and interval, mean ± std."""
+    runs = store.runs()
+    members = runs[(runs["group_id"] == group) & (runs["status"] == "finished")].sort_values("seed")
+    if members.empty:
+        return f"group {group[:8]}: no finished runs"
+    results = store.results(run_ids=list(members["id"]))
+    first = members.iloc[0]
+    title = (f"group {group[:8]}: {first['method']} {first['protocol']} on {first['dataset']}/{first['split']}, "
+             f"seeds {', '.join(str(s) for s in members['seed'])}")
+    miou = results[results["metric"].str.startswith("miou") & (results["class"] == "")]
+    if headline_only:
+        heads = headline_rows(results, members)
+        if heads.empty:
+            return title
+        values = heads["value"]
+        std = values.std(ddof=1) if len(values) > 1 else math.nan
+        return f"{title}: {heads.iloc[0]['metric']} {100 * values.mean():.2f} ± {100 * std:.2f} (mean ± std)"
+    lines = [title]
+    width = 8 + 26 * len(members)
+    key = ["protocol", "test_modalities", "condition", "corruption", "metric"]
+    header = f"{'case':<34} " + " ".join(f"{'seed ' + str(s):>24}" for s in members["seed"]) + f"  {'mean ± std':>16}"
+    lines.append(header[: 34 + width + 20])
+    for case, frame in miou.groupby(key, sort=False):
+        by_run = {r.run_id: r for r in frame.itertuples()}
+        cells = []
+        for run_id in members["id"]:
+            r = by_run.get(run_id)
+            cells.append(f"{_pct(r.value)} {_interval(r.ci_low, r.ci_high):>17}" if r else f"{'':>24}")
+        values = frame["value"]
+        std = values.std(ddof=1) if len(values) > 1 else math.nan
+        label = " | ".join(p for p in (case[1].replace(",", "-"), case[2], case[3]) if p not in ("all", "none"))
+        if case[4] != "miou":
+            label = f"{case[4]} {label if label != '*' else ''}".strip()
+        lines.append(f"{label:<34} " + " ".join(cells) + f"  {100 * values.mean():7.2f} ± {100 * std:5.2f}")
+    return "\n".join(lines)
+
+
+def format_comparison(frame: pd.DataFrame, run_a: str, run_b: str, resamples: int) -> str:
+    lines = [f"b - a in mIoU (points), a = {run_a}, b = {run_b}",
+             f"paired bootstrap over images, {resamples} resamples; * p < 0.05"]
+    width = max([len(_case_label(r)) for r in frame.itertuples()] + [10])
+    lines.append(f"{'case':<{width}}  {'a':>6}  {'b':>6}  {'b - a':>7}  {'95% CI':^18}  {'p':>6}  {'n':>5}")
+    for r in frame.itertuples():
+        star = "*" if r.p_value < 0.05 else " "
+        lines.append(f"{_case_label(r):<{width}}  {_pct(r.a)}  {_pct(r.b)}  {100 * r.difference:+7.2f}  "
+                     f"{_interval(r.ci_low, r.ci_high):^18}  {r.p_value:6.3f}{star} {r.n_samples:5d}")
+    return "\n".join(lines)
+
+
+def _case_label(r: object) -> str:
+    parts = [getattr(r, "test_modalities").replace(",", "-"), getattr(r, "condition"), getattr(r, "corruption")]
+    label = " | ".join(p for p in parts if p not in ("all", "none"))
+    metric = getattr(r, "metric")
+    return label if metric == "miou" else f"{metric} {label if label != '*' else ''}".strip()
