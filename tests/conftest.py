@@ -87,3 +87,15 @@ def write_deliver(root: Path) -> Path:
 @pytest.fixture()
 def deliver_root(tmp_path: Path) -> Path:
     return write_deliver(tmp_path / "DELIVER")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module's in-process model runs (restored afterwards): on a
+    small shared CPU torch's default pool oversubscribes the cores and runs several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

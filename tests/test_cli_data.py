@@ -6,17 +6,43 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from mlebench.cli import main
+from mlebench.data import dataset_info, load_dataset
 from mlebench.data.deliver import deliver_file
 
-from .conftest import DELIVER_SAMPLES
+from .conftest import DELIVER_SAMPLES, H, W, deliver_arrays
 
 
 def invoke(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def _panel_cells(image: np.ndarray, rows: int, cols: int) -> list[np.ndarray]:
+    """The colour at the centre of every pixel cell of each panel of a `data show` figure.
+
+    The rows through the panel images are the most non-white ones (titles and legends are
+    sparser); within those rows each panel is a run of columns non-white on every row (panels
+    are separated by white margins).
+    """
+    nonwhite = (image != 255).any(axis=-1)
+    filled_rows = nonwhite.sum(axis=1)
+    band = np.nonzero(filled_rows >= 0.95 * filled_rows.max())[0]
+    top, bottom = band[0], band[-1] + 1
+    assert np.array_equal(band, np.arange(top, bottom))  # one contiguous band of images
+    filled = nonwhite[top:bottom].all(axis=0)
+    edges = np.diff(np.concatenate([[0], filled.astype(int), [0]]))
+    starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+    ys = top + ((np.arange(rows) + 0.5) * (bottom - top) / rows).astype(int)
+    panels = []
+    for left, right in zip(starts, ends):
+        xs = left + ((np.arange(cols) + 0.5) * (right - left) / cols).astype(int)
+        panels.append(image[np.ix_(ys, xs)])
+    return panels
 
 
 def test_check_sound_layout(deliver_root: Path):
@@ -68,10 +94,25 @@ def test_show_writes_one_png_with_every_modality(deliver_root: Path, tmp_path: P
     assert result.exit_code == 0, result.output
     assert "fog/MAP_5_point1_eventlowres/000005" in result.output
     with Image.open(out) as img:
-        width, height = img.size
-    # Five panels (rgb, depth, event, lidar, label) side by side: much wider than tall.
-    assert width > 3 * height
+        panels = _panel_cells(np.asarray(img.convert("RGB")), H, W)
     assert not list(out.parent.glob("*.tmp"))
+    # Five panels side by side, in order: rgb, depth, event, lidar, then the coloured label.
+    assert len(panels) == 5
+    raw = deliver_arrays(4)
+    rgb, depth, event, lidar, label = panels
+    assert np.array_equal(rgb, raw["rgb"])
+    assert np.array_equal(depth, raw["depth"][..., :3])  # HHA: the first three channels
+    # The 3x4 low-resolution event frame, resized with nearest neighbour to 6x8.
+    assert np.array_equal(event, raw["event"].repeat(2, axis=0).repeat(2, axis=1))
+    assert np.array_equal(lidar, np.repeat(raw["lidar"][..., None], 3, axis=2))
+    # Label panel: each cell has the palette colour of its class (stored id - 1), ignore black.
+    palette = dataset_info("deliver").palette
+    stored = raw["label"][..., 0]
+    expected = np.array(
+        [[(0, 0, 0) if v in (0, 255) else palette[v - 1] for v in row] for row in stored],
+        dtype=np.uint8,
+    )
+    assert np.array_equal(label, expected)
 
 
 def test_bad_options_are_usage_errors(deliver_root: Path):
@@ -120,7 +161,14 @@ def test_synth_then_check_and_show(tmp_path: Path):
     assert invoke("data", "check", "--dataset", "deliver", "--root", str(out)).exit_code == 0
     png = tmp_path / "s.png"
     assert invoke("data", "show", "--root", str(out), "--split", "test", "-o", str(png)).exit_code == 0
-    assert png.stat().st_size > 0
+    # The figure shows sample 0 of the test split: its RGB and its label, coloured by class.
+    sample = load_dataset("synthetic", out, "test", ["rgb"])[0]
+    with Image.open(png) as img:
+        panels = _panel_cells(np.asarray(img.convert("RGB")), 64, 64)
+    assert len(panels) == 5
+    assert np.array_equal(panels[0], sample["rgb"].numpy().transpose(1, 2, 0))
+    palette = np.array(dataset_info("synthetic").palette, dtype=np.uint8)
+    assert np.array_equal(panels[-1], palette[sample["label"].numpy()])
 
 
 def test_synth_bad_options(tmp_path: Path):
@@ -133,3 +181,13 @@ def test_synth_bad_options(tmp_path: Path):
                     "--n-val", "1", "--n-test", "1")
     assert result.exit_code == 1 and str(foreign) in result.output
     assert (foreign / "thesis.tex").read_text() == "precious"
+
+
+def test_show_scales_raw_float_modalities_by_255_whatever_their_maximum():
+    from mlebench.data.show import displayable
+
+    events = torch.zeros(3, 2, 2)  # MUSES event frames are float32 counts on the 0..255 scale
+    events[:, 0, 0] = 1.0
+    brighter = events * 3
+    assert displayable(brighter)[0, 0].tolist() == pytest.approx([3 / 255] * 3)  # holds today
+    assert displayable(events)[0, 0].tolist() == pytest.approx([1 / 255] * 3)  # gives 1.0

@@ -49,6 +49,19 @@ def test_decodes_every_modality_as_stored(deliver_root: Path):
     assert torch.allclose(
         sample["depth_raw"][0], torch.from_numpy(raw["depth_raw"].astype(np.float32) * 255 / 65535)
     )
+    assert torch.equal(sample["depth_raw"][0], sample["depth_raw"][1])
+    assert torch.equal(sample["depth_raw"][0], sample["depth_raw"][2])
+
+
+def test_16bit_depth_hand_values(deliver_root: Path):
+    known = np.zeros((H, W), dtype=np.uint16)
+    known[0, :4] = [0, 257, 32896, 65535]  # 0, 1, 128 and 255 on the 0..255 scale
+    save_png(deliver_file(deliver_root, "depth_raw", *DELIVER_SAMPLES[0]), known)
+    depth = load_dataset("deliver", deliver_root, "train", ["depth_raw"])[0]["depth_raw"]
+    assert depth.shape == (3, H, W) and depth.dtype == torch.float32
+    for channel in depth[:, 0, :4].tolist():
+        assert channel == pytest.approx([0.0, 1.0, 128.0, 255.0], abs=1e-4)
+    assert bool((depth[:, 1:] == 0).all())
 
 
 def test_label_mapping_matches_reference(deliver_root: Path):
@@ -117,6 +130,13 @@ def test_normalisation_per_modality(deliver_root: Path):
     assert torch.allclose(out["rgb"], (rgb - mean) / std)
     assert torch.allclose(out["lidar"], sample["lidar"].float() / 255)
     assert out["label"] is sample["label"]
+    # Hand values: black and white RGB pixels under ImageNet's mean and std.
+    extremes = {"rgb": torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 2).expand(3, 1, 2)}
+    got = Normalize(info, ["rgb"])(extremes)["rgb"]
+    black = [-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225]
+    white = [(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225]
+    assert got[:, 0, 0].tolist() == pytest.approx(black, rel=1e-5)
+    assert got[:, 0, 1].tolist() == pytest.approx(white, rel=1e-5)
     # Batches normalise the same way as single samples.
     batch = torch.stack([sample["rgb"], sample["rgb"]])
     assert torch.allclose(Normalize(info, ["rgb"])({"rgb": batch})["rgb"][1], out["rgb"])

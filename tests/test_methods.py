@@ -40,6 +40,7 @@ def test_unknown_method_lists_the_known_ones():
 
 def test_every_subset_decodes(method):
     x = _inputs()
+    logits = {}
     with torch.no_grad():
         feats = {m: method.encode(m, x[m]) for m in MODALITIES} if method.separable_encoder else None
         for r in range(1, len(MODALITIES) + 1):
@@ -50,7 +51,21 @@ def test_every_subset_decodes(method):
                     out = method(x, subset)
                 assert out.logits.shape == (2, DELIVER_INFO.num_classes, SIZE, SIZE), subset
                 assert torch.isfinite(out.logits).all(), subset
-                assert out.embedding.ndim == 4
+                assert out.embedding.ndim == 4 and out.embedding.shape[0] == 2
+                logits[subset] = out.logits
+        # Every subset's prediction depends on exactly its modalities: all 15 differ, and the
+        # order the features are given in does not matter.
+        assert len(logits) == 15
+        for a, b in itertools.combinations(logits, 2):
+            assert not torch.equal(logits[a], logits[b]), (a, b)
+        subset = ("lidar", "rgb", "event")
+        again = (method.decode({m: feats[m] for m in subset}, (SIZE, SIZE)) if feats is not None
+                 else method(x, subset)).logits
+        torch.testing.assert_close(again, logits[("rgb", "event", "lidar")], atol=1e-6, rtol=0)
+    # The batch's samples are independent: one sample alone gets the same prediction.
+    with torch.no_grad():
+        alone = method({m: v[1:] for m, v in x.items()}, ["rgb", "depth"]).logits
+    torch.testing.assert_close(alone, logits[("rgb", "depth")][1:], atol=1e-4, rtol=1e-4)
 
 
 def test_forward_equals_encode_then_decode(method):

@@ -51,9 +51,43 @@ def test_iou_f1_and_both_conventions():
     assert cm.miou("present") == pytest.approx((0.5 + 2 / 3 + 0.5) / 3)
     assert cm.mean_f1("present") == pytest.approx((4 / 6 + 4 / 5 + 2 / 3) / 3)
     assert cm.pixel_accuracy() == pytest.approx(5 / 7)
+    # DELIVER convention: the absent class's F1 counts as 0 as well.
+    assert cm.mean_f1("deliver") == pytest.approx((4 / 6 + 4 / 5 + 2 / 3 + 0.0) / 4)
     result = cm.compute("present")
-    assert result["miou"] == pytest.approx(cm.miou("present"))
+    assert result["miou"] == pytest.approx((0.5 + 2 / 3 + 0.5) / 3)
+    assert result["mean_f1"] == pytest.approx((4 / 6 + 4 / 5 + 2 / 3) / 3)
+    assert result["pixel_accuracy"] == pytest.approx(5 / 7)
+    assert result["iou"][:3] == pytest.approx([0.5, 2 / 3, 0.5]) and math.isnan(result["iou"][3])
+    assert result["f1"][:3] == pytest.approx([4 / 6, 4 / 5, 2 / 3]) and math.isnan(result["f1"][3])
     assert result["convention"] == "present"
+    assert cm.compute()["miou"] == pytest.approx((0.5 + 2 / 3 + 0.5 + 0.0) / 4)  # default: deliver
+
+
+def test_three_classes_by_hand():
+    # truth:      0 0 0 | 1 1 | 2 2 2 2 | ignored
+    # prediction: 0 1 0 | 1 2 | 2 2 0 1 | 2
+    target = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 255])
+    pred = torch.tensor([0, 1, 0, 1, 2, 2, 2, 0, 1, 2])
+    cm = ConfusionMatrix(3)
+    cm.update(pred.reshape(2, 5), target.reshape(2, 5))
+    assert cm.matrix.tolist() == [[2, 1, 0], [0, 1, 1], [1, 1, 2]]
+    # class 0: tp 2, fp 1, fn 1 -> IoU 2/4, F1 4/6
+    # class 1: tp 1, fp 2, fn 1 -> IoU 1/4, F1 2/5
+    # class 2: tp 2, fp 1, fn 2 -> IoU 2/5, F1 4/7
+    assert cm.iou().tolist() == pytest.approx([1 / 2, 1 / 4, 2 / 5])
+    assert cm.f1().tolist() == pytest.approx([4 / 6, 2 / 5, 4 / 7])
+    for convention in ("deliver", "present"):  # every class occurs: the conventions agree
+        assert cm.miou(convention) == pytest.approx((1 / 2 + 1 / 4 + 2 / 5) / 3)
+        assert cm.mean_f1(convention) == pytest.approx((4 / 6 + 2 / 5 + 4 / 7) / 3)
+    assert cm.pixel_accuracy() == pytest.approx(5 / 9) and cm.total == 9
+    # Another ignore value: 255 is then an out-of-range class, and -1 is skipped.
+    other = ConfusionMatrix(3, ignore_index=-1)
+    with pytest.raises(ValueError, match=r"target holds values outside 0..2 and -1: \[255\]"):
+        other.update(pred, target)
+    other.update(pred, torch.where(target == 255, -1, target))
+    assert torch.equal(other.matrix, cm.matrix)
+    cm.reset()
+    assert cm.total == 0 and math.isnan(cm.pixel_accuracy())
 
 
 def test_predicted_but_absent_class_counts_as_zero_in_present():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +61,20 @@ def test_layout_and_manifest(small_set: Path):
     with Image.open(deliver_file(small_set, "depth_raw", *where)) as img:
         assert img.mode.startswith("I;16")
     fractions = manifest["class_pixel_fraction"]
-    assert abs(sum(fractions.values()) - 1) < 1e-3
+    # Recounted from the written label files (R channel = class id + 1).
+    counts = np.zeros(DELIVER_INFO.num_classes, dtype=np.int64)
+    for path in (small_set / "semantic").rglob("*.png"):
+        with Image.open(path) as img:
+            counts += np.bincount(np.asarray(img)[..., 0].ravel() - 1, minlength=len(counts))
+    assert counts.sum() == SIZE * SIZE * (SMALL["n_train"] + SMALL["n_val"] + SMALL["n_test"])
+    assert set(np.nonzero(counts)[0]) <= set(syn.SYNTHETIC_CLASS_IDS)
+    assert list(fractions) == sorted(DELIVER_INFO.classes[c] for c in syn.SYNTHETIC_CLASS_IDS)
+    for c in syn.SYNTHETIC_CLASS_IDS:
+        assert fractions[DELIVER_INFO.classes[c]] == pytest.approx(counts[c] / counts.sum(), abs=1e-6)
     assert max(fractions.values()) < 0.6  # no class swamps the set
+    assert manifest["splits"]["train"]["samples"] == SMALL["n_train"]
+    weathers = [p.weather for p in syn.plan_split("train", SMALL["n_train"], 0)]
+    assert manifest["splits"]["train"]["weather"] == {w: weathers.count(w) for w in set(weathers)}
 
 
 def test_deterministic_and_independent_of_workers(tmp_path: Path, small_set: Path):
@@ -283,7 +295,7 @@ def test_ensure_synthetic_uses_the_cache_dir_once(tmp_path: Path, monkeypatch: p
         raise AssertionError("generated twice")
 
     monkeypatch.setattr(syn, "generate_synthetic", no_second_generation)
-    time.sleep(0.01)
+    monkeypatch.setattr(render, "render_sample", no_second_generation)
     assert syn.ensure_synthetic(**params, workers=1) == root
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == stamps
 
@@ -302,13 +314,38 @@ def test_no_root_opens_the_cached_default(small_set: Path, monkeypatch: pytest.M
         load_dataset("synthetic", small_set / "missing", "val")
 
 
-@pytest.mark.slow
-def test_default_set_generates_within_budget(tmp_path: Path):
-    start = time.perf_counter()
-    root = syn.generate_synthetic(tmp_path / "default")
-    elapsed = time.perf_counter() - start
-    assert elapsed < 60, f"default synthetic set took {elapsed:.1f} s"
-    assert len(load_dataset("synthetic", root, "train")) == 300
+def test_default_set_renders_each_sample_once_and_is_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The defaults (256 px, 300/100/100, seed 0) render every sample exactly once, and the
+    cached copy is reused without rendering anything. Counted, not timed: the renderer is
+    replaced by a stub returning one small pre-rendered sample, so no real rendering runs."""
+    monkeypatch.setenv("MLEBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    stub = render.render_sample((0, 0, 0), "cloud", "none", 16)
+    calls: list[tuple] = []
+
+    def counting(key, weather, failure="none", size=256, **kwargs):
+        calls.append((key, weather, failure, size))
+        return stub
+
+    monkeypatch.setattr(render, "render_sample", counting)
+    root = syn.ensure_synthetic(workers=1)
+    assert root == syn.default_synthetic_root()
+    assert root.name == f"synthetic-v{syn.GENERATOR_VERSION}-256-300-100-100-0"
+    expected = [
+        ((0, syn.SPLIT_IDS[p.split], p.index), p.weather, p.failure, 256)
+        for split, n in (("train", 300), ("val", 100), ("test", 100))
+        for p in syn.plan_split(split, n, 0)
+    ]
+    assert len(calls) == 500
+    assert sorted(calls) == sorted(expected)  # each sample once, at the default size
+    manifest = json.loads((root / "synthetic.json").read_text())
+    assert manifest["params"] == dict(size=256, n_train=300, n_val=100, n_test=100, seed=0)
+    assert len(load_dataset("synthetic", root, "train", ["rgb"])) == 300
+    # Second use: the cached set is returned as is, nothing is rendered again.
+    calls.clear()
+    assert syn.ensure_synthetic(workers=1) == root
+    assert calls == []
 
 
 def test_written_files_match_the_in_memory_render(small_set: Path):
@@ -325,17 +362,34 @@ def test_written_files_match_the_in_memory_render(small_set: Path):
 
 
 def test_concurrent_ensure_generates_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Two callers at once generate one set. Deterministic, not timed: the first caller's
+    generation waits until the second caller has seen the set incomplete (outside the lock),
+    so the second one must take the locked path and find the set complete there."""
     from concurrent.futures import ThreadPoolExecutor
 
     monkeypatch.setenv("MLEBENCH_CACHE_DIR", str(tmp_path))
     params = dict(size=32, n_train=2, n_val=1, n_test=1, seed=1)
-    real, calls = syn.generate_synthetic, []
+    real_generate, real_complete = syn.generate_synthetic, syn._is_complete
+    calls, misses = [], []
+    both_missed = threading.Event()
+    guard = threading.Lock()
+
+    def is_complete(root, p):
+        done = real_complete(root, p)
+        with guard:
+            if not done:
+                misses.append(threading.get_ident())
+                if len(set(misses)) == 2:
+                    both_missed.set()
+        return done
 
     def counting(*args, **kwargs):
         calls.append(1)
-        time.sleep(0.2)  # let the other caller reach the lock
-        return real(*args, **kwargs)
+        # Both callers found the set missing before any of it was written.
+        assert both_missed.wait(30), "the second caller never checked the cache"
+        return real_generate(*args, **kwargs)
 
+    monkeypatch.setattr(syn, "_is_complete", is_complete)
     monkeypatch.setattr(syn, "generate_synthetic", counting)
     with ThreadPoolExecutor(2) as pool:
         roots = list(pool.map(lambda _: syn.ensure_synthetic(**params, workers=1), range(2)))

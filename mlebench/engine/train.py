@@ -154,7 +154,7 @@ def train(
         running += loss.detach()
         done = step + 1
         if done % config.log_every == 0 or done == config.steps:
-            n = (step % config.log_every) + 1
+            n = min((step % config.log_every) + 1, done - start)  # a resumed run logs its own steps only
             value = float(running) / n  # the only host sync, every log_every steps
             running.zero_()
             if not math.isfinite(value):
