@@ -99,7 +99,7 @@ def test_info() -> None:
     assert [info.modality(m).normalization for m in info.modality_names] == [
         "imagenet", "identity", "identity", "unit",
     ]  # fmt: skip
-    assert info.splits == ("train", "val", "test")
+    assert info.splits == ("train", "val", "test", "reference-val")
     assert info.cases == ()
     assert info.miou_convention == "deliver"
 
@@ -167,6 +167,11 @@ def test_splits_read_their_own_list_files(mcubes) -> None:
     assert [r.id for r in train.refs] == [TRAIN_8BIT, TRAIN_16BIT]
     assert [r.id for r in val.refs] == [VAL_NAME]
     assert [r.id for r in test.refs] == [TEST_NAME]
+    # The reference code's "val" reads test.txt: offered explicitly, and recorded as such.
+    reference = load_dataset("mcubes", root, "reference-val", ["rgb"])
+    assert [r.id for r in reference.refs] == [TEST_NAME]
+    assert reference[0]["meta"]["split"] == "reference-val"
+    assert torch.equal(reference[0]["rgb"], test[0]["rgb"])
 
 
 def test_meta(mcubes) -> None:

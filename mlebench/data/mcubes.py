@@ -27,7 +27,9 @@ fail on them, so they can only be a broken file.
 
 Splits: each of ``train``/``val``/``test`` is read from its own list file. Quirk of the
 reference: CMNeXt's MCubeS loader only knows ``train`` and ``val`` and reads ``test.txt`` for
-``val``, so the numbers CMNeXt reports as "val" are on our ``test`` split. The MCubeS release
+``val``, so the numbers CMNeXt reports as "val" are on our ``test`` split. That reading is
+offered explicitly as the split ``reference-val`` (``list_folder/test.txt``, recorded under that
+name), so that a number compared with a published "val" says which images it used. The MCubeS release
 itself lists 1208 / 384 / 408 (train / val / test) images in 42 scenes, and its loader silently
 skips listed names with no image; we raise instead, when the sample is decoded. The release's
 ``SS``, ``SSGT4MS`` and ``NIR_warped_mask`` folders are not read (CMNeXt ignores them too).
@@ -76,6 +78,8 @@ MCUBES_PALETTE = (
 MCUBES_LEFT_CROP = 192
 
 LIST_FOLDER = "list_folder"
+# Splits read from another split's list, as the reference code does.
+REFERENCE_SPLIT_LISTS = {"reference-val": "test"}
 LABEL_FOLDER = "GT"
 # modality -> folder(s) and file extension; aolp joins two files.
 MCUBES_FILES: dict[str, tuple[tuple[str, ...], str]] = {
@@ -107,7 +111,7 @@ MCUBES_INFO = DatasetInfo(
     classes=MCUBES_CLASSES,
     palette=MCUBES_PALETTE,
     modalities=MCUBES_MODALITIES,
-    splits=("train", "val", "test"),
+    splits=("train", "val", "test", "reference-val"),
     cases=(),
     miou_convention="deliver",
     notes=(
@@ -187,7 +191,9 @@ class MCubeSDataset(MultiModalDataset):
     info = MCUBES_INFO
 
     def index(self) -> list[SampleRef]:
-        list_file = self.root / LIST_FOLDER / f"{self.split}.txt"
+        # "reference-val": what the DELIVER/CMNeXt code evaluates as val (test.txt).
+        list_name = REFERENCE_SPLIT_LISTS.get(self.split, self.split)
+        list_file = self.root / LIST_FOLDER / f"{list_name}.txt"
         names = read_split_list(list_file)
         if not names:
             raise DataError(f"mcubes: split list file {list_file} names no samples")
