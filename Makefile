@@ -8,7 +8,10 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test clean
+# What the report tests render with: pdflatex (LaTeX tables) and headless Chromium (the HTML page).
+SYSTEM_PACKAGES := texlive-latex-base texlive-latex-recommended chromium poppler-utils
+
+.PHONY: install run test clean system-deps
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +30,17 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Installs the renderers the report tests need, from Debian's packages, when they are missing
+# (CI runs this as root before `make test`; elsewhere run it with sudo or install them yourself).
+system-deps:
+	@if command -v pdflatex >/dev/null && command -v pdftotext >/dev/null && \
+	    (command -v chromium >/dev/null || command -v chromium-browser >/dev/null); then \
+	    echo "pdflatex, pdftotext and chromium are installed"; \
+	else \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        $(SYSTEM_PACKAGES); \
+	fi
 
 clean:
 	rm -rf $(VENV)

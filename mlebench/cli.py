@@ -610,6 +610,84 @@ def results_migrate(results_path: Path) -> None:
         click.echo(f"migrated {results_path} from schema version {old} to {SCHEMA_VERSION}; original kept at {backup}")
 
 
+@main.command("report")
+@RESULTS_OPTION
+@click.option("--format", "fmt", type=click.Choice(["latex", "html", "markdown", "csv"]), default="markdown",
+              show_default=True)
+@click.option("--table", "tables", multiple=True, default=("all",), show_default=True,
+              help="Which table(s) (repeatable); 'all' for every table with measurements.")
+@click.option("--runs", default=None, help="Comma-separated run ids (default: every finished run).")
+@click.option("--ci", is_flag=True, help="Show the 95% bootstrap interval of each single-run cell.")
+@click.option("--seeds", is_flag=True, help="Pool multi-seed groups: cells show mean ± std over seeds.")
+@click.option("--reference", default="mlesam", show_default=True,
+              help="Method that Δ rows and significance marks compare with ('none': no comparison).")
+@click.option("--compare", "compare_with", type=click.Choice(["paper"]), default=None,
+              help="Add measured-vs-published tables (baselines/paper).")
+@click.option("--pdf", is_flag=True, help="With --format latex and -o: also compile the document to PDF.")
+@click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write to a file (atomically) instead of stdout.")
+def report_cmd(results_path: Path, fmt: str, tables: tuple[str, ...], runs: str | None, ci: bool, seeds: bool,
+               reference: str, compare_with: str | None, pdf: bool, out: Path | None) -> None:
+    """Tables for a paper (LaTeX, Markdown, CSV) or one self-contained HTML page with plots, from
+    the results store alone."""
+    from mlebench.report.tables import TableOptions, build_tables, table_names, tidy_frame
+
+    _refuse_overwriting(out, results_path, "results store")
+    if pdf and (fmt != "latex" or out is None):
+        raise click.UsageError("--pdf needs --format latex and -o FILE.tex")
+    names = None if "all" in tables else list(tables)
+    for name in names or []:
+        if name not in table_names():
+            raise click.BadParameter(f"unknown table {name!r}; choose from all, {', '.join(table_names())}",
+                                     param_hint="--table")
+    store = _existing_store(results_path)
+    run_ids = [r.strip() for r in runs.split(",") if r.strip()] if runs else None
+    options = TableOptions(ci=ci, seeds=seeds, reference=None if reference.lower() == "none" else reference)
+    built = build_tables(store, names, run_ids, options)
+    frame = tidy_frame(store, run_ids, seeds)
+    if compare_with == "paper":
+        from mlebench.report.published import load_published
+        from mlebench.report.tables import paper_comparison
+
+        built += paper_comparison(frame, load_published())
+    if not built:
+        raise click.ClickException(f"nothing to report: {results_path} has no finished runs"
+                                   + (" among the given --runs" if run_ids else "")
+                                   + (f" for table(s) {', '.join(names)}" if names else ""))
+    title = f"mlebench report — {results_path.name}"
+    if fmt == "latex":
+        from mlebench.report.latex import latex_document
+
+        text = latex_document(built, title=title)
+    elif fmt == "markdown":
+        from mlebench.report.markdown import table_to_markdown
+
+        text = "\n\n".join(table_to_markdown(t) for t in built) + "\n"
+    elif fmt == "csv":
+        from mlebench.report.tables import tables_to_csv
+
+        text = tables_to_csv(built)
+    else:
+        from mlebench.report.html import render_html
+        from mlebench.report.plots import report_figures
+
+        text = render_html(built, report_figures(store, frame), title=title,
+                           subtitle=f"{len(frame.drop_duplicates('run_id'))} runs from {results_path}")
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    from mlebench.fsutil import atomic_path
+
+    with atomic_path(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out} ({len(built)} tables)")
+    if pdf:
+        from mlebench.report.latex import compile_pdf
+
+        pdf_path = compile_pdf(text, out.with_suffix(".pdf"))
+        click.echo(f"wrote {pdf_path}")
+
+
 @main.command("compare")
 @click.argument("run_a")
 @click.argument("run_b")

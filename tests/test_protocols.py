@@ -122,6 +122,12 @@ def test_tsne_cases_and_summary(tmp_path):
     assert [r.metric for r in rows] == ["silhouette", "silhouette"]
     assert rows[0].value > 0.8 > 0.2 > rows[1].value
     assert rows[0].test_modalities == cases[0].test_modalities and rows[0].condition == "motionblur"
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["tsne_motionblur_depth.png", "tsne_motionblur_rgb.png"]
+    # One grid figure for the run: a panel per case side by side, the legend outside them.
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["tsne.png"]
+    from PIL import Image
+
+    grid = Image.open(tmp_path / "tsne.png")
+    width, height = grid.size
+    assert width > 2 * height * 0.9  # two panels in one row, plus the legend column
     with pytest.raises(ConfigError, match="unknown class"):
         get_protocol("tsne", classes=["Unicorn"]).cases(RDEL, DELIVER)

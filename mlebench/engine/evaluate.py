@@ -204,6 +204,8 @@ def evaluate_cases(
     progress: bool = False,
     collect_pixels: int = 0,
     eval_size: int | None = None,
+    keep_predictions: Sequence[EvalCase] = (),
+    n_predictions: int = 3,
 ) -> list[CaseResult]:
     """Confusion-matrix metrics for every case, in the order given.
 
@@ -214,6 +216,10 @@ def evaluate_cases(
     With ``eval_size``, every sample is resized to that short side first (modalities bilinear,
     label nearest), as the DELIVER reference evaluates at 1024. Inputs are zero-padded to the
     method's ``size_multiple`` and the logits cropped back.
+
+    For the cases in ``keep_predictions``, the predicted label maps of the first
+    ``n_predictions`` scored samples (in data-set order) are returned too, for qualitative
+    figures.
     """
     device = torch.device(device)
     method.to(device).eval()
@@ -228,6 +234,7 @@ def evaluate_cases(
     counts: dict[EvalCase, int] = defaultdict(int)
     # per case: (data-set index, sample id, (3, K) counts) of every scored sample
     per_sample: dict[EvalCase, list[tuple[int, str, np.ndarray]]] = defaultdict(list)
+    kept: dict[EvalCase, list[tuple[int, str, np.ndarray]]] = defaultdict(list)
     samplers = {c: PixelSampler(collect_pixels, base_seed) for c in cases} if collect_pixels else {}
     use_cache = feature_cache and method.separable_encoder
     passes = [list(cases)] if use_cache else [[c] for c in cases]  # uncached: one pass per case
@@ -258,8 +265,11 @@ def evaluate_cases(
                 counts[case] += n
                 sample_counts = per_sample_counts(prediction[mask], target[mask], method.num_classes,
                                                   info.ignore_index).cpu().numpy()
-                kept = [(i, sid) for i, sid, keep in zip(indices, batch["meta"]["id"], mask.tolist()) if keep]
-                per_sample[case] += [(i, sid, c) for (i, sid), c in zip(kept, sample_counts)]
+                scored = [(i, sid) for i, sid, keep in zip(indices, batch["meta"]["id"], mask.tolist()) if keep]
+                per_sample[case] += [(i, sid, c) for (i, sid), c in zip(scored, sample_counts)]
+                if case in keep_predictions and len(kept[case]) < n_predictions:
+                    labels = prediction[mask].to(torch.uint8).cpu().numpy()
+                    kept[case] += [(i, sid, p) for (i, sid), p in zip(scored, labels)][: n_predictions - len(kept[case])]
                 if case in samplers:
                     ids = [i for i, keep in zip(batch["meta"]["id"], mask.tolist()) if keep]
                     padded = F.pad(target, (0, cache.pad[1], 0, cache.pad[0]), value=info.ignore_index)
@@ -284,6 +294,8 @@ def evaluate_cases(
                 samples=int(samples),
                 pixels=samplers[case].result() if case in samplers else None,
                 sample_ids=[sid for _, sid, _ in scored],
+                predictions=([(sid, p) for _, sid, p in _gather_sorted(kept[case], distributed)[:n_predictions]]
+                             if case in keep_predictions else None),
                 counts=(np.stack([c for _, _, c in scored]) if scored
                         else np.zeros((0, 3, method.num_classes), dtype=np.int64)),
             )

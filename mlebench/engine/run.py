@@ -139,6 +139,7 @@ def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool =
                 "frozen_source": method.frozen_source, "miou_convention": info.miou_convention,
                 "feature_cache": spec.feature_cache, "world_size": _world(),
                 "bootstrap": dataclasses.asdict(spec.bootstrap),
+                "parameters": {k: v for k, v in method.parameter_report().items() if k in ("trainable", "frozen")},
             },
             seed=spec.seed, git_commit=git_commit(), versions=package_versions(),
             protocol=spec.protocol, split=spec.eval_split, miou_convention=info.miou_convention,
@@ -154,22 +155,51 @@ def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool =
             echo(f"checkpoint: {checkpoint}")
         echo(f"evaluating protocol {spec.protocol}: {len(cases)} cases on {info.name}/{spec.eval_split} "
              f"({len(eval_set)} samples)")
+        # Qualitative figure: predictions of the training modalities on clean samples.
+        shown = [c for c in cases if c.test_modalities == modalities and c.corruption is None][:1]
         results = evaluate_cases(
             method, eval_set, cases, batch_size=spec.eval_batch_size, device=spec.device,
             feature_cache=spec.feature_cache, base_seed=spec.seed, progress=progress,
-            collect_pixels=protocol.collect_pixels, eval_size=EVAL_SIZE[spec.preset],
+            collect_pixels=protocol.collect_pixels, eval_size=EVAL_SIZE[spec.preset], keep_predictions=shown,
         )  # fmt: skip
         artifacts = Path("runs") / (run_id or "run")
         summary = protocol.summary(results, modalities, artifacts=artifacts) if _rank() == 0 else []
         rows = []
         if store is not None:
+            _qualitative_figure(results, eval_set, modalities, artifacts / "predictions.png")
+            figures = {p.name: p.read_bytes() for p in sorted(artifacts.glob("*.png"))} if artifacts.is_dir() else {}
             rows = result_rows(spec.protocol, results, summary, info.classes, info.miou_convention, spec.bootstrap)
-            store.finish_run(run_id, rows, counts=case_counts(spec.protocol, results))
+            store.finish_run(run_id, rows, counts=case_counts(spec.protocol, results), artifacts=figures)
+            for name in figures:
+                echo(f"figure: {artifacts / name}")
     except BaseException as exc:
         if store is not None and run_id is not None:
             store.fail_run(run_id, f"{type(exc).__name__}: {exc}")
         raise
     return RunOutcome(run_id, results, summary, checkpoint, rows)
+
+
+def _qualitative_figure(results: Sequence[CaseResult], dataset: Any, modalities: Sequence[str], out: Path) -> None:
+    """Inputs, ground truth and prediction of the first few samples of the case that kept them."""
+    from mlebench.data.show import render_predictions
+
+    kept = next((r for r in results if r.predictions), None)
+    if kept is None:
+        return
+    position = {ref.id: i for i, ref in enumerate(dataset.refs)}
+    samples, predictions = [], []
+    for sample_id, prediction in kept.predictions:
+        sample = dataset[position[sample_id]]
+        if tuple(sample["label"].shape) != tuple(prediction.shape):  # evaluated at another size
+            sample = {**sample, "label": torch.nn.functional.interpolate(
+                sample["label"][None, None].float(), size=prediction.shape, mode="nearest")[0, 0].long()}
+            sample.update({m: torch.nn.functional.interpolate(sample[m][None].float(), size=prediction.shape,
+                                                              mode="bilinear", align_corners=False)[0]
+                           for m in modalities})
+        samples.append(sample)
+        predictions.append(prediction)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    render_predictions(samples, predictions, dataset.info, modalities, out, title=kept.case.label)
 
 
 def _world() -> int:

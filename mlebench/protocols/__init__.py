@@ -7,6 +7,7 @@ from mlebench.protocols.base import (
     EvalCase,
     Protocol,
     SummaryRow,
+    TableSpec,
     get_protocol,
     protocol_names,
     register_protocol,
@@ -15,6 +16,6 @@ from mlebench.protocols.base import (
 from mlebench.protocols import conditions, full, missing_modality, noise, tsne  # noqa: E402,F401  isort: skip
 
 __all__ = [
-    "ALL", "NO_CORRUPTION", "CaseResult", "EvalCase", "Protocol", "SummaryRow", "get_protocol", "protocol_names",
+    "ALL", "NO_CORRUPTION", "CaseResult", "EvalCase", "Protocol", "SummaryRow", "TableSpec", "get_protocol", "protocol_names",
     "register_protocol",
 ]  # fmt: skip

@@ -59,6 +59,8 @@ class CaseResult:
     # statistic (mIoU, intervals, paired differences) can be recomputed from them.
     sample_ids: list[str] = field(default_factory=list)
     counts: Any = None
+    # (sample id, predicted label map (H, W) uint8) of the first few samples, when asked for
+    predictions: list[tuple[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,34 @@ class SummaryRow:
     terms: tuple[tuple[EvalCase, float], ...] = ()
 
 
+@dataclass(frozen=True)
+class TableSpec:
+    """How a protocol's stored rows pivot into a table (the report builds and renders it).
+
+    The report hands ``prepare`` a tidy frame of the protocol's stored rows, one row per value,
+    with the run's fields (``method``, ``variant``, ``dataset``, ``split``, ``train_modalities``,
+    ``params_m``...) beside ``test_modalities``, ``condition``, ``corruption``, ``metric``,
+    ``value`` (mIoU-type values already in percent) and the interval. ``prepare`` keeps the rows
+    the table shows and adds the ``rows`` and ``columns`` fields (ordered categoricals give the
+    order); the report pivots ``value`` on them. ``None`` keeps the frame as it is.
+    """
+
+    name: str
+    caption: str
+    rows: tuple[str, ...]
+    columns: tuple[str, ...]
+    prepare: Callable[[Any, DatasetInfo], Any] | None = None
+    #: add a "Δ vs reference" row under each method's row (the paper's Tab. VI-VII)
+    delta_rows: bool = False
+    #: columns whose best value is not marked (e.g. parameter counts)
+    unranked_columns: tuple[str, ...] = ()
+    #: the row fields that must be equal for two rows to be compared when marking the best
+    #: (``None``: every row field but ``method``, i.e. methods compared like for like)
+    peers: tuple[str, ...] | None = None
+    decimals: int = 2
+    notes: tuple[str, ...] = ()
+
+
 class Protocol(ABC):
     name: str = ""
     description: str = ""
@@ -93,6 +123,11 @@ class Protocol(ABC):
         self, results: Sequence[CaseResult], train_modalities: Sequence[str], artifacts: Path | None = None
     ) -> list[SummaryRow]:
         """Protocol-level numbers from the case results. Files (plots) go to ``artifacts``."""
+        return []
+
+    @classmethod
+    def tables(cls) -> list[TableSpec]:
+        """The tables this protocol's stored rows make (see :class:`TableSpec`)."""
         return []
 
 
@@ -133,3 +168,39 @@ def canonical(modalities: Sequence[str], order: Sequence[str]) -> tuple[str, ...
 
 def as_mapping(results: Sequence[CaseResult]) -> Mapping[EvalCase, CaseResult]:
     return {r.case: r for r in results}
+
+
+def modality_letters(info: DatasetInfo) -> dict[str, str]:
+    """Short names as the paper writes them (R, D, E, L...): the first letter, upper case; where two
+    modalities share a letter the first one (in the data set's order) keeps it, e.g. DELIVER's
+    ``depth`` is D and ``depth_raw`` stays ``depth_raw``."""
+    letters: dict[str, str] = {}
+    for name in info.modality_names:
+        letter = name[0].upper()
+        letters[name] = letter if letter not in letters.values() else name
+    return letters
+
+
+def subset_label(modalities: str | Sequence[str], info: DatasetInfo) -> str:
+    """``"rgb,depth"`` -> ``"R-D"`` in the data set's order."""
+    if isinstance(modalities, str):
+        modalities = modalities.split(",")
+    letters = modality_letters(info)
+    return "-".join(letters.get(m, m) for m in canonical(modalities, info.modality_names) or modalities)
+
+
+def ordered(values: Any, order: Sequence[str]) -> Any:
+    """``values`` (a pandas Series) as an ordered categorical in ``order`` (unknown values last)."""
+    import pandas as pd
+
+    categories = list(dict.fromkeys([*order, *sorted(set(values) - set(order))]))
+    return pd.Categorical(values, categories=categories, ordered=True)
+
+
+def all_subset_labels(info: DatasetInfo) -> list[str]:
+    """Labels of every non-empty subset of the data set's modalities, smallest first."""
+    import itertools
+
+    names = info.modality_names
+    subsets = [s for r in range(1, len(names) + 1) for s in itertools.combinations(names, r)]
+    return [subset_label(s, info) for s in subsets]

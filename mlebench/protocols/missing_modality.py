@@ -12,10 +12,20 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from mlebench.data.base import DatasetInfo
-from mlebench.protocols.base import CaseResult, EvalCase, Protocol, SummaryRow, register_protocol
+from mlebench.protocols.base import (
+    CaseResult,
+    EvalCase,
+    Protocol,
+    SummaryRow,
+    TableSpec,
+    all_subset_labels,
+    ordered,
+    register_protocol,
+    subset_label,
+)
 
 MISSING_RATES = (0.2, 0.1, 0.05)
 
@@ -39,6 +49,18 @@ def expected_miou(miou_by_subset: dict[tuple[str, ...], float], modalities: Sequ
     return sum(w * miou_by_subset[s] for s, w in weights.items())
 
 
+SUMMARY_COLUMNS = {"miou_avg": "Mean", **{f"miou_e_p{p:g}": f"E[p={p:g}]" for p in MISSING_RATES}}
+
+
+def _by_subset(frame: Any, info: DatasetInfo) -> Any:
+    out = frame[(frame.metric == "miou") | frame.metric.isin(list(SUMMARY_COLUMNS))].copy()
+    out["test"] = [SUMMARY_COLUMNS.get(metric, subset_label(mods, info) if metric == "miou" else metric)
+                   for metric, mods in zip(out.metric, out.test_modalities)]
+    out["test"] = ordered(out.test, [*all_subset_labels(info), *SUMMARY_COLUMNS.values()])
+    out["train"] = ordered([subset_label(m, info) for m in out.train_modalities], all_subset_labels(info))
+    return out
+
+
 @register_protocol("missing-modality")
 class MissingModality(Protocol):
     description = "every non-empty subset of the training modalities (mIoU^Avg, mIoU^E)"
@@ -58,3 +80,11 @@ class MissingModality(Protocol):
             rows.append(SummaryRow(f"miou_e_p{p:g}", expected_miou(by_subset, train_modalities, p),
                                    terms=tuple((cases[s], w) for s, w in weights.items())))
         return rows
+
+    @classmethod
+    def tables(cls) -> list[TableSpec]:
+        return [TableSpec(
+            "missing-modality", "mIoU (%) of one model per training combination on every test subset, with the "
+            "mean over subsets and the expected mIoU when each modality is missing with rate p (as the paper's "
+            "Tab. VI-VII)", rows=("method", "train"), columns=("test",), prepare=_by_subset, delta_rows=True,
+        )]

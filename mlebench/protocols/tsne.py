@@ -3,8 +3,9 @@
 Cases: every single training modality and the full set, under each sensor-failure condition
 of the data set (all samples when it has none). For each case the evaluator samples a fixed
 number of fused-embedding pixels per class with seeded keys; the summary embeds the chosen
-classes with scikit-learn's t-SNE (fixed seed), writes one scatter PNG per case and stores the
-silhouette score of the pixel features (in the embedding space, euclidean) as a number.
+classes with scikit-learn's t-SNE (fixed seed), draws one grid figure for the run (``tsne.png``,
+a panel per case with its silhouette) and stores the silhouette score of the pixel features (in
+the embedding space, euclidean) as a number.
 
 Classes: ``classes`` (names) when given, else the ``top_classes`` most frequent classes among
 the sampled pixels of the first case (choice: 6, the order of the paper's figure).
@@ -20,7 +21,16 @@ import numpy as np
 from mlebench.data.base import DatasetInfo
 from mlebench.data.deliver import SENSOR_FAILURES
 from mlebench.errors import ConfigError
-from mlebench.protocols.base import ALL, CaseResult, EvalCase, Protocol, SummaryRow, register_protocol
+from mlebench.protocols.base import ALL, CaseResult, EvalCase, Protocol, SummaryRow, TableSpec, register_protocol
+
+
+def _by_condition(frame: Any, info: DatasetInfo) -> Any:
+    from mlebench.protocols.base import all_subset_labels, ordered, subset_label
+
+    out = frame[frame.metric == "silhouette"].copy()
+    out["test"] = ordered([subset_label(m, info) for m in out.test_modalities], all_subset_labels(info))
+    out["condition"] = ordered(out.condition, [ALL, *info.cases])
+    return out
 
 
 @register_protocol("tsne")
@@ -48,6 +58,12 @@ class TSNE(Protocol):
             sets.append(tuple(train_modalities))
         return [EvalCase(s, condition) for condition in conditions for s in sets]
 
+    @classmethod
+    def tables(cls) -> list[TableSpec]:
+        return [TableSpec("tsne", "Silhouette of the fused pixel features (higher: classes better separated), "
+                          "per sensor failure and modality set (as the paper's Fig. 6)",
+                          rows=("method", "condition"), columns=("test",), prepare=_by_condition)]
+
     def _class_ids(self, results: Sequence[CaseResult]) -> list[int]:
         assert self.info is not None
         if self.classes:
@@ -62,7 +78,7 @@ class TSNE(Protocol):
         from sklearn.metrics import silhouette_score
 
         class_ids = self._class_ids(results)
-        rows = []
+        rows, panels = [], []
         for result in results:
             feats, labels = [], []
             for cls in class_ids:
@@ -73,36 +89,53 @@ class TSNE(Protocol):
             if len(labels) < 2 or sum(len(x) for x in labels) < 10:
                 continue  # fewer than two classes present: nothing to separate
             x, y = np.concatenate(feats), np.concatenate(labels)
-            rows.append(SummaryRow("silhouette", float(silhouette_score(x, y)),
-                                   test_modalities=result.case.test_modalities, condition=result.case.condition))
+            score = float(silhouette_score(x, y))
+            rows.append(SummaryRow("silhouette", score, test_modalities=result.case.test_modalities,
+                                   condition=result.case.condition))
             if artifacts is not None:
                 perplexity = min(self.perplexity, (len(x) - 1) / 3)
                 xy = SKTSNE(n_components=2, perplexity=perplexity, init="pca", random_state=self.seed).fit_transform(x)
-                _scatter(xy, y, self.info, result.case, artifacts)
+                panels.append((result.case, xy, y, score))
+        if artifacts is not None and panels:
+            tsne_grid(panels, class_ids, self.info, Path(artifacts) / "tsne.png")
         return rows
 
 
-def _scatter(xy: np.ndarray, labels: np.ndarray, info: Any, case: EvalCase, artifacts: Path) -> Path:
+def tsne_grid(panels: Sequence[tuple[EvalCase, np.ndarray, np.ndarray, float]], class_ids: Sequence[int],
+              info: Any, out: Path) -> Path:
+    """One figure for the run: a panel per case (rows: conditions, columns: modality sets), the
+    silhouette in each title, one legend outside the points, colours from a qualitative palette
+    so that classes stay apart even when the data set's own colours are close."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
     from mlebench.fsutil import atomic_path
 
-    fig, ax = plt.subplots(figsize=(4, 4))
-    palette = info.palette_array() / 255.0
-    for cls in np.unique(labels):
-        sel = labels == cls
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=4, color=palette[cls], label=info.classes[cls])
-    ax.set_title(f"{'-'.join(case.test_modalities)} | {case.condition}", fontsize=9)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.legend(fontsize=6, markerscale=2, loc="best")
-    fig.tight_layout()
-    out = Path(artifacts) / f"tsne_{case.condition}_{'-'.join(case.test_modalities)}.png"
+    conditions = list(dict.fromkeys(case.condition for case, *_ in panels))
+    sets = list(dict.fromkeys(case.test_modalities for case, *_ in panels))
+    colours = dict(zip(class_ids, sns.color_palette("tab10" if len(class_ids) <= 10 else "tab20", len(class_ids))))
+    fig, axes = plt.subplots(len(conditions), len(sets), figsize=(2.6 * len(sets) + 1.6, 2.6 * len(conditions)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for case, xy, labels, score in panels:
+        ax = axes[conditions.index(case.condition), sets.index(case.test_modalities)]
+        ax.set_axis_on()
+        for cls in class_ids:
+            sel = labels == cls
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=3, color=colours[cls], linewidths=0)
+        where = "" if case.condition == ALL else f" | {case.condition}"
+        ax.set_title(f"{'-'.join(case.test_modalities)}{where}\nsilhouette {score:.2f}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[c], label=info.classes[c]) for c in class_ids]
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 1.4 / fig.get_figwidth(), 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return out

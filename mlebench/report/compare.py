@@ -56,7 +56,7 @@ def compare_runs(store: ResultsStore, run_a: str, run_b: str, resamples: int = 1
                               f"re-run its evaluation to compare it")
     by_a = {_case_key(c): c for c in counts_a}
     by_b = {_case_key(c): c for c in counts_b}
-    shared = [k for k in by_a if k in by_b]
+    shared = [k for k in by_a if k in by_b and (by_a[k].sample_ids or by_b[k].sample_ids)]  # empty: nothing to pair
     if not shared:
         raise ConfigError(f"runs {run_a} and {run_b} share no evaluation case "
                           f"(a: {', '.join(map(_label, by_a))}; b: {', '.join(map(_label, by_b))})")

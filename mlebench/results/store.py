@@ -14,6 +14,7 @@ Tables (schema version 2)::
     case_counts(run_id, protocol, test_modalities, condition, corruption, n_samples, n_classes,
                 sample_index, counts)        -- per case: int32 indices into run_samples and an
                                                 int32 (N, 3, K) array of tp, fp, fn (zlib)
+    artifacts(run_id, name, data)            -- figures a run made (t-SNE grid, predictions), PNG
 
 ``config``, ``versions``, ``provenance`` and ``terms`` are JSON, times are ISO-8601 UTC,
 ``status`` is ``running``, ``finished`` or ``failed``; modality lists are stored joined with
@@ -173,6 +174,12 @@ CREATE TABLE IF NOT EXISTS case_counts (
     counts BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS case_counts_run_id ON case_counts(run_id);
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    name TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
 """
 
 # Schema 1 -> 2: new run columns (backfilled from the config JSON), intervals, per-sample counts.
@@ -499,6 +506,7 @@ class ResultsStore:
         rows: Iterable[ResultRow],
         status: str = "finished",
         counts: Sequence[CaseCounts] = (),
+        artifacts: dict[str, bytes] | None = None,
     ) -> None:
         """Write all of ``rows`` (and the per-sample ``counts``) for ``run_id`` and end the run,
         in one transaction.
@@ -527,6 +535,8 @@ class ResultsStore:
                     " n_samples, n_classes, sample_index, counts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (self._counts_tuple(run_id, c, position) for c in counts),
                 )
+            conn.executemany("INSERT INTO artifacts (run_id, name, data) VALUES (?, ?, ?)",
+                             [(run_id, name, bytes(data)) for name, data in sorted((artifacts or {}).items())])
 
     @staticmethod
     def _counts_tuple(run_id: str, c: CaseCounts, position: dict[str, int]) -> tuple[Any, ...]:
@@ -629,6 +639,12 @@ class ResultsStore:
             out[(protocol, mods, condition, corruption, metric)] = [
                 (CaseKey(protocol, tuple(m.split(",")), c, k), float(w)) for m, c, k, w in json.loads(terms)]
         return out
+
+    def artifacts(self, run_id: str) -> dict[str, bytes]:
+        """The files (figures) a run stored, by name."""
+        with self._connection() as conn:
+            return {name: bytes(data) for name, data in conn.execute(
+                "SELECT name, data FROM artifacts WHERE run_id = ? ORDER BY name", (run_id,))}
 
     def case_counts(self, run_id: str) -> list[CaseCounts]:
         """The per-sample counts of every case of ``run_id`` (empty for runs without any)."""
