@@ -21,6 +21,7 @@ back in data-set order.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -284,12 +285,13 @@ def evaluate_cases(
             dist.all_reduce(samples)
         convention = info.miou_convention
         scored = _gather_sorted(per_sample[case], distributed)
+        nothing = int(samples) == 0  # a condition absent from the split: undefined, never 0
         results.append(
             CaseResult(
                 case=case,
-                miou=cm.miou(convention),
+                miou=math.nan if nothing else cm.miou(convention),
                 pixel_accuracy=cm.pixel_accuracy(),
-                mean_f1=cm.mean_f1(convention),
+                mean_f1=math.nan if nothing else cm.mean_f1(convention),
                 iou=cm.iou().tolist(),
                 samples=int(samples),
                 pixels=samplers[case].result() if case in samplers else None,

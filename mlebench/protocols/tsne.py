@@ -65,11 +65,16 @@ class TSNE(Protocol):
                           rows=("method", "condition"), columns=("test",), prepare=_by_condition)]
 
     def _class_ids(self, results: Sequence[CaseResult]) -> list[int]:
+        """The named classes, else the most frequent among the sampled pixels of ALL cases (a
+        first case without samples, e.g. a failure absent from the split, must not empty the plot)."""
         assert self.info is not None
         if self.classes:
             return [self.info.classes.index(c) for c in self.classes]
-        seen = results[0].pixels or {}
-        return sorted(seen, key=lambda c: -seen[c][1])[: self.top_classes]
+        seen: dict[int, int] = {}
+        for result in results:
+            for cls, (_, count) in (result.pixels or {}).items():
+                seen[cls] = seen.get(cls, 0) + count
+        return sorted(seen, key=lambda c: -seen[c])[: self.top_classes]
 
     def summary(
         self, results: Sequence[CaseResult], train_modalities: Sequence[str], artifacts: Path | None = None
