@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from mlebench.errors import MlebenchError
+from mlebench.signals import Terminated, exit_interrupted
 
 
 class _Group(click.Group):
@@ -24,6 +25,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except MlebenchError as exc:
             raise click.ClickException(str(exc)) from exc
+        except (KeyboardInterrupt, Terminated) as exc:  # Ctrl-C: exit 130, SIGTERM: 143, one line each
+            exit_interrupted(exc)
 
 
 def _dataset_names() -> list[str]:
@@ -40,13 +43,21 @@ def _parse_modalities(dataset: str, text: str | None, hint: str = "--modalities"
 
     info = dataset_info(dataset)
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in info.modality_names]
-    if unknown or not names:
+    if not names:
         raise click.BadParameter(
-            f"unknown modality {', '.join(map(repr, unknown)) or '(none given)'} for {dataset}; "
+            f"{text!r} names no modality; give a comma-separated list from {', '.join(info.modality_names)} "
+            "(leave the option out for the data set's default)",
+            param_hint=hint,
+        )
+    unknown = [name for name in names if name not in info.modality_names]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown modality {', '.join(map(repr, unknown))} for {dataset}; "
             f"choose from {', '.join(info.modality_names)}",
             param_hint=hint,
         )
+    if len(set(names)) != len(names):
+        raise click.BadParameter(f"{text!r} names a modality twice", param_hint=hint)
     return names
 
 
@@ -57,12 +68,25 @@ DATASET_OPTION = click.option(
     show_default=True,
     help="Which data set layout to read.",
 )
-ROOT_OPTION = click.option(
-    "--root",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Data set folder (optional for synthetic: the cached default is used).",
-)
+def ROOT_OPTION(f):  # noqa: N802  (used like the click.option objects beside it)
+    """``--data-root`` (the name every command uses), and ``--root``: a hidden, deprecated alias."""
+    f = click.option("--root", "legacy_root", type=click.Path(path_type=Path, file_okay=False), default=None,
+                     hidden=True, help="Deprecated: use --data-root.")(f)
+    return click.option("--data-root", "root", type=click.Path(path_type=Path, file_okay=False), default=None,
+                        help="Data set folder (optional for synthetic: the cached default is used).")(f)
+
+
+def _data_root(dataset: str, root: Path | None, legacy_root: Path | None) -> Path | None:
+    """The data root of a data command; ``--root`` still works and says it is deprecated."""
+    if legacy_root is not None:
+        if root is not None:
+            raise click.UsageError("give --data-root only (--root is its deprecated old name)")
+        click.echo("warning: --root is deprecated; use --data-root", err=True)
+        root = legacy_root
+    from mlebench.engine.run import announce_synthetic
+
+    announce_synthetic(dataset, root, lambda msg: click.echo(msg, err=True))
+    return root
 MODALITIES_OPTION = click.option(
     "--modalities", default=None, help="Comma-separated modalities (default: the data set's)."
 )
@@ -114,6 +138,7 @@ def data_synth(
 def data_check(
     dataset: str,
     root: Path | None,
+    legacy_root: Path | None,
     modalities: str | None,
     splits: tuple[str, ...],
     as_json: bool,
@@ -132,6 +157,7 @@ def data_check(
             raise click.BadParameter(
                 f"unknown split {split!r}; choose from {', '.join(info.splits)}", param_hint="--split"
             )
+    root = _data_root(dataset, root, legacy_root)
     report = check_dataset(
         dataset,
         root,
@@ -152,7 +178,8 @@ def data_check(
 @click.option("--index", type=click.IntRange(0), default=0, show_default=True)
 @click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
 def data_show(
-    dataset: str, root: Path | None, modalities: str | None, split: str, index: int, out: Path
+    dataset: str, root: Path | None, legacy_root: Path | None, modalities: str | None, split: str, index: int,
+    out: Path,
 ) -> None:
     """Write one PNG with every modality of a sample side by side and its coloured label."""
     from mlebench.data import dataset_info, load_dataset
@@ -163,7 +190,8 @@ def data_show(
         raise click.BadParameter(
             f"unknown split {split!r}; choose from {', '.join(info.splits)}", param_hint="--split"
         )
-    ds = load_dataset(dataset, root, split, _parse_modalities(dataset, modalities))
+    names = _parse_modalities(dataset, modalities)
+    ds = load_dataset(dataset, _data_root(dataset, root, legacy_root), split, names)
     if index >= len(ds):
         raise click.BadParameter(
             f"{index} is out of range: {dataset}/{split} has {len(ds)} samples", param_hint="--index"
@@ -305,7 +333,8 @@ def _protocol_choice() -> click.Choice:
 
 
 def _device_option(f):
-    return click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N")(f)
+    return click.option("--device", default="cpu", show_default=True,
+                        help="cpu, cuda, cuda:N or mps (checked before anything runs).")(f)
 
 
 def _job_options(with_protocol: bool, checkpoint_required: bool = False):
@@ -331,6 +360,8 @@ def _job_options(with_protocol: bool, checkpoint_required: bool = False):
                               "'none' for a seeded random init)."),
             click.option("--seed", type=int, default=0, show_default=True),
             _device_option,
+            click.option("--progress-every", type=click.FloatRange(min=0), default=30.0, show_default=True,
+                         help="Seconds between progress lines when stdout is not a terminal (CI logs, > log)."),
         ]
         if with_protocol:
             options += [
@@ -356,44 +387,38 @@ def _train_options(f):
         click.option("--steps", type=click.IntRange(1), default=None, help="Training steps."),
         click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs (paper: 100)."),
         click.option("--save-checkpoint", type=click.Path(path_type=Path, dir_okay=False), default=None,
-                     help="Where training writes its checkpoint (default runs/<run>.pt)."),
+                     help="Where training writes its checkpoint (default: run: runs/<run id>.pt, new every run; "
+                          "train: runs/<method>-<dataset>-<modalities>-s<seed>.pt)."),
         click.option("--checkpoint-every", type=click.IntRange(0), default=None,
                      help="Also write the checkpoint every N steps."),
-        click.option("--resume", is_flag=True, help="Continue training from --save-checkpoint."),
+        click.option("--resume", is_flag=True,
+                     help="Continue training from --save-checkpoint (run) or the default path (train), "
+                          "with the same options; anything different is refused."),
     ]):
         f = option(f)
     return f
 
 
 def _read_config(path: Path | None) -> dict[str, dict[str, Any]]:
-    if path is None:
-        return {}
-    import yaml
+    from mlebench.config import read_config
 
-    from mlebench.errors import ConfigError
-
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a mapping with 'method', 'train' and/or 'protocol'")
-    unknown = sorted(set(data) - {"method", "train", "protocol"})
-    if unknown:
-        raise ConfigError(f"config {path}: unknown section(s) {', '.join(unknown)}; known: method, train, protocol")
-    for key, value in data.items():
-        if not isinstance(value, dict):
-            raise ConfigError(f"config {path}: section {key!r} must be a mapping")
-    return data
+    return read_config(path)
 
 
 def _spec(params: dict[str, Any], protocol: str | None) -> Any:
-    from mlebench.engine.run import RunSpec
+    """The run the options describe, checked whole (options, --config, device, output paths)
+    before anything is read or written; ``protocol`` None: ``train`` (nothing evaluated)."""
+    from mlebench.config import RunSpec, validate_sections, validate_spec
 
     if params.get("steps") is not None and params.get("epochs") is not None:
         raise click.UsageError("give --steps or --epochs, not both")
     dataset = params["dataset"]
-    config = _read_config(params.get("config_file"))
+    mods = params.get("train_modalities")
+    modalities = tuple(_parse_modalities(dataset, mods, "--train-modalities")) if mods is not None else None
+    config_file = params.get("config_file")
+    config = _read_config(config_file)
+    if config_file is not None:
+        config = validate_sections(config, params["method_name"], protocol, where=f"config {config_file}: ")
     method_options = dict(config.get("method", {}))
     if params.get("sam2_checkpoint") is not None:
         given = str(params["sam2_checkpoint"])
@@ -402,11 +427,10 @@ def _spec(params: dict[str, Any], protocol: str | None) -> Any:
     train_options = dict(config.get("train", {}))
     if params.get("checkpoint_every") is not None:
         train_options["checkpoint_every"] = params["checkpoint_every"]
-    mods = params.get("train_modalities")
-    return RunSpec(
+    spec = RunSpec(
         method=params["method_name"], protocol=protocol or "full", dataset=dataset,
         data_root=params.get("data_root"),
-        train_modalities=tuple(_parse_modalities(dataset, mods, "--train-modalities")) if mods else None,
+        train_modalities=modalities,
         preset=params["preset"], method_options=method_options, train_options=train_options,
         protocol_options=dict(config.get("protocol", {})), steps=params.get("steps"),
         epochs=params.get("epochs"), seed=params["seed"], device=params["device"],
@@ -415,16 +439,25 @@ def _spec(params: dict[str, Any], protocol: str | None) -> Any:
         eval_split=params.get("eval_split", "val"), eval_batch_size=params.get("eval_batch_size", 4),
         feature_cache=not params.get("no_feature_cache", False),
     )  # fmt: skip
+    validate_spec(spec, "train" if protocol is None else "run")
+    return spec
 
 
-def _execute(spec: Any) -> None:
+def _progress(rank0: bool, every: float) -> dict[str, Any]:
+    """A bar on stderr when it is a terminal; progress lines on stdout when that is not one (a CI
+    log, ``> log``), every ``every`` seconds."""
+    return {"progress": rank0 and sys.stderr.isatty(),
+            "report": click.echo if rank0 and not sys.stdout.isatty() else None, "report_every": every}
+
+
+def _execute(spec: Any, progress_every: float = 30.0) -> None:
     from mlebench.engine.run import format_results, init_distributed, run_job
 
     distributed = init_distributed(spec.device)
     rank0 = not distributed or int(__import__("os").environ.get("RANK", "0")) == 0
     echo = click.echo if rank0 else (lambda _msg: None)
     start = time.perf_counter()
-    outcome = run_job(spec, echo=echo, progress=rank0 and sys.stderr.isatty())
+    outcome = run_job(spec, echo=echo, **_progress(rank0, progress_every))
     if rank0:
         click.echo(format_results(outcome.results, outcome.summary, outcome.rows))
         click.echo(f"run {outcome.run_id} stored in {spec.results} ({time.perf_counter() - start:.0f} s)")
@@ -434,7 +467,7 @@ def _execute(spec: Any) -> None:
         dist.destroy_process_group()
 
 
-def _execute_seeds(spec: Any, seeds: list[int]) -> None:
+def _execute_seeds(spec: Any, seeds: list[int], progress_every: float = 30.0) -> None:
     """One training and evaluation per seed, stored as one group; then mean and std over seeds."""
     import dataclasses
     import uuid
@@ -448,7 +481,7 @@ def _execute_seeds(spec: Any, seeds: list[int]) -> None:
         if save is not None:  # one checkpoint per seed, never one overwritten by the next
             save = save.with_name(f"{save.stem}-s{seed}{save.suffix}")
         click.echo(f"== seed {seed} ({number} of {len(seeds)})")
-        _execute(dataclasses.replace(spec, seed=seed, group_id=group, save_checkpoint=save))
+        _execute(dataclasses.replace(spec, seed=seed, group_id=group, save_checkpoint=save), progress_every)
     click.echo(format_seed_summary(ResultsStore(spec.results), group))
     click.echo(f"group {group}: {len(seeds)} runs stored in {spec.results}")
 
@@ -480,20 +513,20 @@ def run(ctx: click.Context, **params: Any) -> None:
     seeds = _parse_seeds(params.pop("seeds"))
     spec = _spec(params, params["protocol"])
     if seeds is None:
-        _execute(spec)
+        _execute(spec, params["progress_every"])
         return
     if ctx.get_parameter_source("seed") is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError("give --seed or --seeds, not both")
     if spec.resume or spec.checkpoint is not None:
         raise click.UsageError("--seeds trains one model per seed; it cannot be combined with --resume or --checkpoint")
-    _execute_seeds(spec, seeds)
+    _execute_seeds(spec, seeds, params["progress_every"])
 
 
 @main.command("eval")
 @_job_options(with_protocol=True, checkpoint_required=True)
 def eval_cmd(**params: Any) -> None:
     """Evaluate a trained checkpoint under a protocol and store the results."""
-    _execute(_spec(params, params["protocol"]))
+    _execute(_spec(params, params["protocol"]), params["progress_every"])
 
 
 @main.command("train")
@@ -506,7 +539,7 @@ def train_cmd(**params: Any) -> None:
     spec = _spec(params, None)
     distributed = init_distributed(spec.device)
     rank0 = not distributed or int(__import__("os").environ.get("RANK", "0")) == 0
-    out = train_job(spec, echo=click.echo if rank0 else (lambda _msg: None), progress=rank0 and sys.stderr.isatty())
+    out = train_job(spec, echo=click.echo if rank0 else (lambda _msg: None), **_progress(rank0, params["progress_every"]))
     if rank0:
         click.echo(f"checkpoint: {out}")
     if distributed:
@@ -534,11 +567,11 @@ RESULTS_OPTION = click.option("--results", "results_path", type=click.Path(path_
 
 
 def _existing_store(path: Path) -> Any:
-    from mlebench.results import ResultsStore
+    from mlebench.results.store import open_store_for_reading
 
     if not path.exists():
         raise click.BadParameter(f"{path} does not exist", param_hint="--results")
-    return ResultsStore(path)
+    return open_store_for_reading(path)
 
 
 def _refuse_overwriting(out: Path | None, protected: Path, what: str) -> None:
@@ -745,6 +778,50 @@ def bench_feature_cache_cmd(
     click.echo(f"  feature cache (one pass)     : {result['cached_s']:8.2f} s")
     click.echo(f"  ratio uncached/cached        : {result['ratio']:8.2f}x")
     click.echo(f"  max |mIoU difference|        : {result['miou_max_abs_diff']:.2e}")
+
+
+@main.command("check")
+@click.option("--baseline", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="The committed baseline (default: baselines/ci/synthetic.json in the source tree).")
+@click.option("--update", is_flag=True, help="Measure every method over --seeds and rewrite the baseline.")
+@click.option("--methods", "method_list", default=None, help="Only these methods (comma-separated; default: all).")
+@click.option("--seeds", "seed_list", default="0,1,2,3", show_default=True, help="Training seeds for --update.")
+def check_cmd(baseline: Path | None, update: bool, method_list: str | None, seed_list: str) -> None:
+    """CI regression gate: a short fixed-seed benchmark of every registered method, compared case
+    by case with the committed baseline; exit 1 when a case fell by more than its measured noise."""
+    from methods import method_names
+    from mlebench.gate import (
+        DEFAULT_BASELINE, GateSetup, compare_with_baseline, format_gate, make_baseline, measure, read_baseline,
+        write_baseline,
+    )  # fmt: skip
+    from mlebench.results.provenance import git_commit
+
+    path = baseline or DEFAULT_BASELINE
+    known = method_names()
+    methods = [m.strip() for m in method_list.split(",") if m.strip()] if method_list else known
+    unknown = [m for m in methods if m not in known]
+    if unknown or not methods:
+        raise click.BadParameter(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from "
+                                 f"{', '.join(known)}", param_hint="--methods")
+    start = time.perf_counter()
+    if update:
+        seeds = _parse_seeds(seed_list)
+        old = read_baseline(path) if path.exists() and method_list else None
+        fresh = make_baseline(methods, seeds, GateSetup(), git_commit(), echo=click.echo)
+        if old is not None:  # only some methods re-measured: keep the others' cases
+            fresh["cases"] = [c for c in old["cases"] if c["method"] not in methods] + fresh["cases"]
+        write_baseline(path, fresh)
+        click.echo(f"wrote {path}: {len(fresh['cases'])} cases, seeds {seeds}, commit {fresh['commit']} "
+                   f"({time.perf_counter() - start:.0f} s)")
+        return
+    data = read_baseline(path)
+    setup = GateSetup(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["setup"].items()})
+    now = measure(methods, 0, setup, echo=click.echo)
+    result = compare_with_baseline(now, data, methods)
+    click.echo(format_gate(result))
+    click.echo(f"baseline {path} (commit {data.get('commit')}), {time.perf_counter() - start:.0f} s")
+    if not result.passed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

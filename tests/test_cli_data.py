@@ -47,7 +47,7 @@ def _panel_cells(image: np.ndarray, rows: int, cols: int) -> list[np.ndarray]:
 
 def test_check_sound_layout(deliver_root: Path):
     result = invoke(
-        "data", "check", "--dataset", "deliver", "--root", str(deliver_root),
+        "data", "check", "--dataset", "deliver", "--data-root", str(deliver_root),
         "--split", "train", "--split", "val",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -57,7 +57,7 @@ def test_check_sound_layout(deliver_root: Path):
 
 
 def test_check_json_counts_per_split_and_case(deliver_root: Path):
-    result = invoke("data", "check", "--dataset", "deliver", "--root", str(deliver_root), "--json")
+    result = invoke("data", "check", "--dataset", "deliver", "--data-root", str(deliver_root), "--json")
     report = json.loads(result.output)
     assert report["counts"]["train"]["total"] == 3
     assert report["counts"]["train"]["cloud"] == 2
@@ -76,7 +76,7 @@ def test_check_lists_missing_and_unreadable_files(deliver_root: Path):
     broken = deliver_file(deliver_root, "rgb", *DELIVER_SAMPLES[3])
     broken.write_bytes(broken.read_bytes()[:40])
     result = invoke(
-        "data", "check", "--dataset", "deliver", "--root", str(deliver_root),
+        "data", "check", "--dataset", "deliver", "--data-root", str(deliver_root),
         "--split", "train", "--split", "val",
     )  # fmt: skip
     assert result.exit_code == 1
@@ -88,7 +88,7 @@ def test_check_lists_missing_and_unreadable_files(deliver_root: Path):
 def test_show_writes_one_png_with_every_modality(deliver_root: Path, tmp_path: Path):
     out = tmp_path / "figs" / "sample.png"
     result = invoke(
-        "data", "show", "--dataset", "deliver", "--root", str(deliver_root),
+        "data", "show", "--dataset", "deliver", "--data-root", str(deliver_root),
         "--split", "val", "--index", "1", "-o", str(out),
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -116,31 +116,31 @@ def test_show_writes_one_png_with_every_modality(deliver_root: Path, tmp_path: P
 
 
 def test_bad_options_are_usage_errors(deliver_root: Path):
-    result = invoke("data", "check", "--dataset", "kitti", "--root", str(deliver_root))
+    result = invoke("data", "check", "--dataset", "kitti", "--data-root", str(deliver_root))
     assert result.exit_code == 2
     assert "'kitti' is not one of" in result.output and "deliver" in result.output
     result = invoke(
-        "data", "check", "--dataset", "deliver", "--root", str(deliver_root), "--modalities", "rgb,thermal"
+        "data", "check", "--dataset", "deliver", "--data-root", str(deliver_root), "--modalities", "rgb,thermal"
     )
     assert result.exit_code == 2
     assert "unknown modality 'thermal' for deliver; choose from rgb, depth" in result.output
     result = invoke(
-        "data", "show", "--dataset", "deliver", "--root", str(deliver_root), "--index", "9", "-o", "x.png"
+        "data", "show", "--dataset", "deliver", "--data-root", str(deliver_root), "--index", "9", "-o", "x.png"
     )
     assert result.exit_code == 2
     assert "9 is out of range: deliver/val has 2 samples" in result.output
-    result = invoke("data", "check", "--dataset", "deliver", "--root", str(deliver_root), "--split", "dev")
+    result = invoke("data", "check", "--dataset", "deliver", "--data-root", str(deliver_root), "--split", "dev")
     assert result.exit_code == 2 and "unknown split 'dev'" in result.output
 
 
 def test_user_errors_exit_1_without_traceback(tmp_path: Path, deliver_root: Path):
-    result = invoke("data", "check", "--dataset", "deliver", "--root", str(tmp_path / "absent"))
+    result = invoke("data", "check", "--dataset", "deliver", "--data-root", str(tmp_path / "absent"))
     assert result.exit_code == 1
     assert result.output.startswith("Error: deliver: data root")
     assert "Traceback" not in result.output
     victim = deliver_file(deliver_root, "label", *DELIVER_SAMPLES[3])
     Image.fromarray(np.full((6, 8), 77, dtype=np.uint8)).save(victim)
-    result = invoke("data", "show", "--dataset", "deliver", "--root", str(deliver_root), "-o", str(tmp_path / "a.png"))
+    result = invoke("data", "show", "--dataset", "deliver", "--data-root", str(deliver_root), "-o", str(tmp_path / "a.png"))
     assert result.exit_code == 1
     assert f"Error: label file {victim} holds values outside the classes and 255: 77" in result.output
     assert not (tmp_path / "a.png").exists()
@@ -154,13 +154,13 @@ def test_synth_then_check_and_show(tmp_path: Path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "train: 3 samples" in result.output and "layout OK" in result.output
-    result = invoke("data", "check", "--dataset", "synthetic", "--root", str(out), "--json")
+    result = invoke("data", "check", "--dataset", "synthetic", "--data-root", str(out), "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["counts"]["val"]["total"] == 2
     # The DELIVER loader reads the same folder.
-    assert invoke("data", "check", "--dataset", "deliver", "--root", str(out)).exit_code == 0
+    assert invoke("data", "check", "--dataset", "deliver", "--data-root", str(out)).exit_code == 0
     png = tmp_path / "s.png"
-    assert invoke("data", "show", "--root", str(out), "--split", "test", "-o", str(png)).exit_code == 0
+    assert invoke("data", "show", "--data-root", str(out), "--split", "test", "-o", str(png)).exit_code == 0
     # The figure shows sample 0 of the test split: its RGB and its label, coloured by class.
     sample = load_dataset("synthetic", out, "test", ["rgb"])[0]
     with Image.open(png) as img:

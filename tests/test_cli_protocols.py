@@ -488,9 +488,6 @@ def test_split_test_evaluates_the_test_split(runs: ProtocolRuns, root: Path, tmp
     assert value(rows, "miou", MODS) != value(r["eval_rows"], "miou", MODS)
 
 
-@pytest.mark.xfail(strict=True, reason="real bug: a protocol option the protocol does not take (e.g. "
-                   "`protocol: {sweep: false}` with --protocol full) raises a raw TypeError traceback "
-                   "instead of a clean 'Error: ...' naming the option (get_protocol passes **options)")
 def test_an_option_the_protocol_does_not_take_is_a_clean_error(root: Path, tmp_path: Path):
     config = tmp_path / "c.yaml"
     config.write_text("protocol: {sweep: false}\n")

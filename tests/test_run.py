@@ -283,9 +283,6 @@ def test_torchrun_two_processes_match_one(root: Path, tmp_path: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="real bug: --epochs under torchrun counts steps as epochs * (n_train // "
-                   "batch_size), but each DDP rank takes its own shard of the epoch (n_train // world // batch_size "
-                   "batches per epoch), so N processes train N times the requested number of epochs")
 def test_torchrun_epochs_are_passes_over_the_data(root: Path, tmp_path: Path):
     config = tmp_path / "c.yaml"
     config.write_text("train: {batch_size: 2, crop_size: 64, base_size: 64}\n")

@@ -13,10 +13,17 @@ default collate batches it::
 
 Normalisation is deliberately *not* part of loading (see :mod:`mlebench.data.transforms`):
 corruptions such as the paper's Gaussian noise act on the raw 0..255 values first.
+
+Every loader's ``decode`` is checked by the base class: a decoded sample whose tensors hold NaN
+or infinite values is refused with a :class:`~mlebench.errors.DataError` naming the sample's
+file (see :meth:`MultiModalDataset.__init_subclass__`), so NaN inputs can never reach a stored
+mIoU and ``mlebench data check`` lists such files as unreadable; a loader gets this without
+doing anything.
 """
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mlebench.data.io import require_finite
 from mlebench.errors import ConfigError, DataError
 
 IGNORE_INDEX = 255
@@ -107,6 +115,23 @@ class MultiModalDataset(Dataset, ABC):
     #: what --data-root must point at, for the error when it is missing
     root_hint: ClassVar[str] = "the data set's folder"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Wrap a loader's own ``decode`` so that every decoded sample is checked for NaN and
+        infinite values (:meth:`check_finite`), whoever calls it."""
+        super().__init_subclass__(**kwargs)
+        decode = cls.__dict__.get("decode")
+        if decode is None or getattr(decode, "_checks_finite", False) or getattr(decode, "__isabstractmethod__", False):
+            return
+
+        @functools.wraps(decode)
+        def checked_decode(self: "MultiModalDataset", ref: SampleRef) -> dict[str, Any]:
+            sample = decode(self, ref)
+            self.check_finite(ref, sample)
+            return sample
+
+        checked_decode._checks_finite = True  # type: ignore[attr-defined]
+        cls.decode = checked_decode  # type: ignore[method-assign]
+
     def __init__(
         self,
         root: str | Path | None,
@@ -157,6 +182,21 @@ class MultiModalDataset(Dataset, ABC):
     def companion_paths(self, ref: SampleRef) -> dict[str, Path]:
         """Every file the requested modalities of a sample need, and its label."""
         return {**{m: ref.paths[m] for m in self.modalities}, "label": ref.label}
+
+    def check_finite(self, ref: SampleRef, sample: dict[str, Any]) -> None:
+        """Raise :class:`DataError` naming the file(s) if a tensor of ``sample`` holds NaN or
+        infinite values (only floating-point tensors are scanned)."""
+        for key, value in sample.items():
+            if not isinstance(value, (torch.Tensor, np.ndarray)):
+                continue
+            source = ref.label if key == "label" else ref.paths.get(key)
+            if isinstance(source, (tuple, list)):
+                where = " / ".join(str(p) for p in source)
+            elif source is not None:
+                where = str(source)
+            else:
+                where = f"for sample {ref.id}"
+            require_finite(value, where, key)
 
     # --- shared ---------------------------------------------------------------------------
     def _matches_case(self, ref: SampleRef) -> bool:

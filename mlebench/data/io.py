@@ -3,6 +3,12 @@
 The reference loaders crash deep inside ``torchvision.io`` or ``cv2`` (or silently get
 ``None``) on a missing or truncated file; here every failure is a :class:`DataError` that
 says which file and why.
+
+Values must be finite: a NaN or infinity in an input turns into NaN logits and then into a
+meaningless but plausible-looking mIoU, so :func:`require_finite` refuses them naming the file.
+:func:`read_npy` applies it to every array it reads, and the data-set base class
+(:class:`mlebench.data.base.MultiModalDataset`) applies it to every decoded sample, so a new
+loader gets the check without asking for it.
 """
 
 from __future__ import annotations
@@ -104,8 +110,42 @@ def to_chw3(arr: np.ndarray, path: Path, what: str = "image") -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
+def require_finite(values: np.ndarray | torch.Tensor, path: object, what: str) -> None:
+    """Raise :class:`DataError` if ``values`` holds NaN or infinite values, naming ``path``.
+
+    ``path`` is the file (or a description of the files) the values came from. Integer arrays
+    cannot hold either and pass without being scanned.
+    """
+    if isinstance(values, torch.Tensor):
+        if not (values.is_floating_point() or values.is_complex()):
+            return
+        finite = torch.isfinite(values)
+        if bool(finite.all()):
+            return
+        bad = (~finite).nonzero()[0].tolist()
+        n_nan = int(torch.isnan(values).sum())
+        n_bad = int((~finite).sum())
+        total = values.numel()
+    else:
+        values = np.asarray(values)
+        if not (np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.complexfloating)):
+            return
+        finite = np.isfinite(values)
+        if finite.all():
+            return
+        bad = [int(i) for i in np.argwhere(~finite)[0]]
+        n_nan = int(np.isnan(values).sum())
+        n_bad = int((~finite).sum())
+        total = values.size
+    where = f"first at index {tuple(bad)}" if len(bad) != 1 else f"first at index {bad[0]}"
+    raise DataError(
+        f"{what} file {path} holds NaN or infinite values ({n_nan} NaN and {n_bad - n_nan} "
+        f"infinite of {total}; {where})"
+    )
+
+
 def read_npy(path: Path, what: str = "array") -> np.ndarray:
-    """Load a ``.npy`` array (never pickled objects) as float32."""
+    """Load a ``.npy`` array (never pickled objects) as float32; NaN or infinity is refused."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"missing {what} file: {path}")
@@ -115,7 +155,14 @@ def read_npy(path: Path, what: str = "array") -> np.ndarray:
         raise DataError(f"cannot read {what} file {path}: {exc}") from exc
     if not np.issubdtype(arr.dtype, np.number):
         raise DataError(f"{what} file {path} holds {arr.dtype}, not numbers")
-    return arr.astype(np.float32, copy=False)
+    require_finite(arr, path, what)
+    if arr.dtype == np.float32:
+        return arr
+    with np.errstate(over="ignore"):
+        out = arr.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise DataError(f"{what} file {path} holds values beyond the float32 range (|x| > 3.4e38)")
+    return out
 
 
 def resize_nearest(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -18,8 +18,9 @@ Modalities follow the reference loaders (the MCubeS release and CMNeXt's
 ``[sin, cos, sin]`` as three channels; ``dolp`` and ``nir`` are repeated to three channels.
 Raw values are kept as stored: uint8 for 8-bit PNGs, float32 on 0..255 for 16-bit PNGs (the
 reference divides by 65535 where we rescale to the 8-bit range, see :func:`to_chw3`), float32
-for the ``.npy`` arrays. Both references drop the left ``MCUBES_LEFT_CROP`` (192) columns of
-every modality and of the label; so do we.
+for the ``.npy`` arrays; an array holding NaN or infinite values (or float64 values beyond the
+float32 range) is refused, naming the file. Both references drop the left ``MCUBES_LEFT_CROP``
+(192) columns of every modality and of the label; so do we.
 
 Label values are used as stored (no remapping). Anything other than 0..19 and 255 is refused:
 the MCubeS evaluator silently drops such pixels, but the training loss (ignore index 255) would

@@ -36,8 +36,9 @@ What the SDK stores, and what the loader returns (every modality ``(3, H, W)``):
     they are (they already lie on 0..255), as float32, clipped to 255 for other array types.
 
 ``.npz`` files hold the image under ``arr_0`` (the SDK calls ``np.savez_compressed(file,
-image)``); a ``.npz`` without it is refused. The SDK writes ``.png`` projections with
-``cv2.imwrite``, i.e. channels in BGR order, so a PNG's channels are reversed on reading (the
+image)``); a ``.npz`` without it is refused, and so is a projection holding NaN or infinite
+values (naming the file). The SDK writes ``.png`` projections with ``cv2.imwrite``, i.e.
+channels in BGR order, so a PNG's channels are reversed on reading (the
 SDK's own readers use ``cv2.imread``, which does the same); a 4th (alpha) channel is dropped.
 PNGs are decoded with torchvision because Pillow keeps only 8 of the 16 bits of a 16-bit RGB
 PNG. A projection rendered at another size than the frame (the SDK's ``--target_width/height``)
@@ -70,7 +71,14 @@ from mlebench.data.base import (
     SampleRef,
     register_dataset,
 )
-from mlebench.data.io import check_label_values, read_image, read_npy, resize_nearest, to_chw3
+from mlebench.data.io import (
+    check_label_values,
+    read_image,
+    read_npy,
+    require_finite,
+    resize_nearest,
+    to_chw3,
+)
 from mlebench.errors import DataError
 
 MUSES_CLASSES = (
@@ -201,6 +209,7 @@ def read_npz_image(path: Path, what: str, key: str = NPZ_KEY) -> np.ndarray:
             raise DataError(f"cannot read {what} file {path}: {exc}") from exc
     if not np.issubdtype(arr.dtype, np.number):
         raise DataError(f"{what} file {path} holds {arr.dtype}, not numbers")
+    require_finite(arr, path, what)
     return arr
 
 
@@ -221,8 +230,7 @@ def _check_sdk_array(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
             f"{what} file {path} has shape {arr.shape}; expected (H, W, 3) as the MUSES SDK writes"
         )
     arr = arr.astype(np.float32)
-    if not np.isfinite(arr).all():
-        raise DataError(f"{what} file {path} holds NaN or infinite values")
+    require_finite(arr, path, what)  # float64 beyond float32's range
     return arr
 
 

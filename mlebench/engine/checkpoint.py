@@ -4,7 +4,9 @@ A checkpoint stores the method name and variant, data set, class names, training
 preset, the method's config, package versions and the trainable state dict; never the frozen
 encoder (it comes from the SAM2 checkpoint or the seed). Files are written atomically (temp file
 + rename) and read with ``weights_only=True``. Loading into a method of another name, variant,
-modality set, class list or preset is an error that says which.
+modality set, class list or preset is an error that says which; so is a checkpoint holding NaN
+or infinite weights (it would evaluate to a meaningless mIoU). Nothing is copied into the method
+unless every check passes.
 """
 
 from __future__ import annotations
@@ -64,6 +66,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return blob
 
 
+def first_non_finite(state: dict[str, Any]) -> tuple[str, int, int] | None:
+    """``(key, number of bad values, size)`` of the first tensor of ``state`` (in its order)
+    holding NaN or infinite values, or ``None``."""
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex()):
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                return key, bad, value.numel()
+    return None
+
+
 def load_checkpoint(method: Any, path: str | Path) -> dict[str, Any]:
     """Load trainable weights into ``method`` after checking identity; returns ``extra``."""
     blob = read_checkpoint(path)
@@ -97,6 +110,13 @@ def load_checkpoint(method: Any, path: str | Path) -> dict[str, Any]:
                     f"checkpoint {path}: {key} has shape {tuple(value.shape)}, "
                     f"expected {tuple(targets[key].shape)}"
                 )
+        bad = first_non_finite(state)
+        if bad is not None:
+            key, n_bad, size = bad
+            raise ConfigError(
+                f"checkpoint {path} holds NaN or infinite weights: {key} has {n_bad} of {size} "
+                f"values non-finite; it cannot be evaluated or trained from"
+            )
         for key, value in state.items():
             targets[key].copy_(value)
     return blob["extra"]

@@ -1,23 +1,40 @@
-"""The main job: train (or load) a method, evaluate a protocol, store and print the results."""
+"""The main job: train (or load) a method, evaluate a protocol, store and print the results.
+
+Before anything is written (results store, checkpoint, figures) a job checks its whole
+configuration (:func:`mlebench.config.validate_spec`), the device, every output location, the
+evaluation split's files (headers only, :func:`check_eval_files`) and what ``--resume`` would
+continue from, so that a mistake found after twenty minutes of training cannot happen.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
+from mlebench.config import (  # noqa: F401  (RunSpec lives in mlebench.config; importable from here too)
+    RunSpec,
+    check_checkpoint_target,
+    check_writable_dir,
+    check_writable_file,
+    validate_spec,
+)
 from mlebench.data import dataset_info, load_dataset
 from mlebench.engine.checkpoint import load_checkpoint
-from mlebench.engine.evaluate import evaluate_cases, missing_policy
-from mlebench.engine.train import TrainConfig, train
-from mlebench.errors import ConfigError
+from mlebench.engine.evaluate import ShardSampler, evaluate_cases, missing_policy
+from mlebench.engine.train import EpochBatches, ProgressLines, TrainConfig, check_resume, train
+from mlebench.errors import ConfigError, DataError
+from mlebench.signals import terminate_as_exception
 from mlebench.protocols import CaseResult, SummaryRow, get_protocol
-from mlebench.results import BootstrapSpec, ResultsStore, case_counts, git_commit, package_versions, result_rows
+from mlebench.results import ResultsStore, case_counts, git_commit, package_versions, result_rows
 from mlebench.results.provenance import runtime_provenance
 
 # Training defaults per preset (the paper's: 1024² crops, batch 6, 100 epochs, bf16 on GPU).
@@ -28,32 +45,8 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 PAPER_EPOCHS = 100
 # Evaluation short side per preset (None: native size); the DELIVER reference evaluates at 1024.
 EVAL_SIZE: dict[str, int | None] = {"tiny": None, "paper": 1024}
-
-
-@dataclass
-class RunSpec:
-    method: str
-    protocol: str
-    dataset: str = "synthetic"
-    data_root: Path | None = None
-    train_modalities: tuple[str, ...] | None = None
-    preset: str = "tiny"
-    method_options: dict[str, Any] = field(default_factory=dict)
-    train_options: dict[str, Any] = field(default_factory=dict)
-    protocol_options: dict[str, Any] = field(default_factory=dict)
-    steps: int | None = None
-    epochs: int | None = None
-    seed: int = 0
-    device: str = "cpu"
-    results: Path = Path("results.sqlite")
-    checkpoint: Path | None = None  # evaluate this instead of training
-    save_checkpoint: Path | None = None  # where training writes (default runs/<run id>.pt)
-    resume: bool = False
-    eval_split: str = "val"
-    eval_batch_size: int = 4
-    feature_cache: bool = True
-    bootstrap: BootstrapSpec = field(default_factory=BootstrapSpec)
-    group_id: str | None = None  # ties the runs of one multi-seed command together
+#: where checkpoints (by default) and figures go
+RUNS_DIR = Path("runs")
 
 
 @dataclass
@@ -72,7 +65,8 @@ def train_config(spec: RunSpec, n_train: int) -> TrainConfig:
         options["steps"] = spec.steps
     epochs = spec.epochs if spec.epochs is not None else (PAPER_EPOCHS if "steps" not in options else None)
     if epochs is not None and spec.steps is None:
-        per_epoch = max(1, n_train // options.get("batch_size", 8))
+        # Batches per epoch as the sampler deals them: under torchrun each rank takes its shard.
+        per_epoch = EpochBatches(n_train, options.get("batch_size", 8), spec.seed, 0, _world()).per_epoch
         options["steps"] = epochs * per_epoch
     if options.get("amp") and not str(spec.device).startswith("cuda"):
         options["amp"] = False  # bf16 autocast is for the GPU; CPU runs stay in fp32
@@ -87,36 +81,93 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def train_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool = False) -> Path:
-    """Train only (``mlebench train``); returns the checkpoint path."""
+def default_train_checkpoint(spec: RunSpec, modalities: Sequence[str]) -> Path:
+    """Where ``mlebench train`` writes without --save-checkpoint: one stable path per method, data
+    set, modalities and seed, so that ``train --resume`` finds what the interrupted run wrote."""
+    return RUNS_DIR / f"{spec.method}-{dataset_info(spec.dataset).name}-{'-'.join(modalities)}-s{spec.seed}.pt"
+
+
+def _checkpoint_option(spec: RunSpec) -> str:
+    return "--save-checkpoint" if spec.save_checkpoint is not None else "the default checkpoint path"
+
+
+def _expected_data_root(spec: RunSpec) -> Path | None:
+    """The data set folder a job will read (the cached synthetic set's without --data-root)."""
+    if spec.data_root is not None:
+        return Path(spec.data_root)
+    if spec.dataset == "synthetic":
+        from mlebench.data.synthetic import default_synthetic_root
+
+        return default_synthetic_root()
+    return None
+
+
+def announce_synthetic(dataset: str, data_root: Path | None, echo: Callable[[str], None]) -> None:
+    """Say so before the embedded synthetic set is generated (first use: about half a minute)."""
+    if dataset != "synthetic" or data_root is not None:
+        return
+    from mlebench.data.synthetic import MANIFEST, default_synthetic_root
+
+    root = default_synthetic_root()
+    if not (root / MANIFEST).is_file():
+        echo(f"generating the synthetic data set in {root} (first use only; about 30 s on 2 CPU cores) ...")
+
+
+def train_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool = False,
+              report: Callable[[str], None] | None = None, report_every: float = 30.0) -> Path:
+    """Train only (``mlebench train``); returns the checkpoint path.
+
+    ``report``: progress lines every ``report_every`` seconds (for logs, where no bar shows)."""
     from methods import build_method
 
+    validate_spec(spec, "train")
     info = dataset_info(spec.dataset)
     modalities = tuple(spec.train_modalities or info.defaults)
+    out = spec.save_checkpoint or default_train_checkpoint(spec, modalities)
+    check_checkpoint_target(out, _expected_data_root(spec), _checkpoint_option(spec))
+    announce_synthetic(spec.dataset, spec.data_root, echo)
     train_set = load_dataset(spec.dataset, spec.data_root, "train", modalities)
+    check_checkpoint_target(out, train_set.root, _checkpoint_option(spec))
     torch.manual_seed(spec.seed)
     method = build_method(spec.method, info, modalities, spec.preset, **spec.method_options)
     config = train_config(spec, len(train_set))
-    out = spec.save_checkpoint or Path("runs") / f"{spec.method}-{info.name}-{'-'.join(modalities)}-s{spec.seed}.pt"
+    if spec.resume:
+        check_resume(method, out, config)
     echo(f"training {spec.method} ({spec.preset}) on {info.name} {'-'.join(modalities)} "
          f"for {config.steps} steps on {spec.device}")
-    losses = train(method, train_set, config, progress=progress, checkpoint=out, resume=spec.resume)
+    losses = train(method, train_set, config, progress=progress, checkpoint=out, resume=spec.resume,
+                   report=report, report_every=report_every)
     if losses:
         echo(f"final loss {losses[-1]:.4f}")
     return out
 
 
-def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool = False) -> RunOutcome:
-    """Train or load, evaluate the protocol, store everything; rank 0 writes."""
+@terminate_as_exception()  # SIGTERM/SIGHUP raise Terminated, so the run is marked failed
+def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool = False,
+            report: Callable[[str], None] | None = None, report_every: float = 30.0) -> RunOutcome:
+    """Train or load, evaluate the protocol, store everything; rank 0 writes.
+
+    Everything that can be checked is checked before the results store is touched: the
+    configuration, the device, every output location, the evaluation split's files and the
+    checkpoint to load or resume from. ``report``: progress lines every ``report_every`` seconds
+    (for logs, where no bar shows)."""
     from methods import build_method
 
+    validate_spec(spec, "run")
     info = dataset_info(spec.dataset)
     modalities = tuple(spec.train_modalities or info.defaults)
     protocol = get_protocol(spec.protocol, **spec.protocol_options)
     cases = protocol.cases(modalities, info)
-    if spec.eval_split not in info.splits:
-        raise ConfigError(f"unknown split {spec.eval_split!r} for {info.name}; known: {', '.join(info.splits)}")
+    if _rank() == 0:
+        check_writable_file(spec.results, "--results", in_place=True)
+        check_writable_dir(RUNS_DIR, "the runs folder (checkpoints and figures)")
+        if spec.checkpoint is None and spec.save_checkpoint is not None:
+            check_checkpoint_target(spec.save_checkpoint, _expected_data_root(spec))
+    announce_synthetic(spec.dataset, spec.data_root, echo)
     eval_set = load_dataset(spec.dataset, spec.data_root, spec.eval_split, modalities)
+    if spec.checkpoint is None and spec.save_checkpoint is not None:
+        check_checkpoint_target(spec.save_checkpoint, eval_set.root)
+    check_eval_files(eval_set)  # a broken evaluation file is found now, not after training
     train_set = None if spec.checkpoint else load_dataset(spec.dataset, eval_set.root, "train", modalities)
     torch.manual_seed(spec.seed)
     method = build_method(spec.method, info, modalities, spec.preset, **spec.method_options)
@@ -124,6 +175,8 @@ def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool =
     if spec.checkpoint is not None:
         load_checkpoint(method, spec.checkpoint)  # a mismatch fails here, before anything is written
         echo(f"loaded {spec.checkpoint}")
+    elif spec.resume:
+        check_resume(method, spec.save_checkpoint, config)
     store = ResultsStore(spec.results) if _rank() == 0 else None
     run_id = None
     if store is not None:
@@ -148,21 +201,25 @@ def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool =
     try:
         checkpoint = spec.checkpoint
         if spec.checkpoint is None:
-            checkpoint = spec.save_checkpoint or Path("runs") / f"{run_id or 'run'}.pt"
+            checkpoint = spec.save_checkpoint or RUNS_DIR / f"{run_id or 'run'}.pt"
             echo(f"training {spec.method} ({spec.preset}) on {info.name} {'-'.join(modalities)} "
                  f"for {config.steps} steps on {spec.device}")
-            train(method, train_set, config, progress=progress, checkpoint=checkpoint, resume=spec.resume)
+            train(method, train_set, config, progress=progress, checkpoint=checkpoint, resume=spec.resume,
+                  report=report, report_every=report_every)
             echo(f"checkpoint: {checkpoint}")
         echo(f"evaluating protocol {spec.protocol}: {len(cases)} cases on {info.name}/{spec.eval_split} "
              f"({len(eval_set)} samples)")
         # Qualitative figure: predictions of the training modalities on clean samples.
         shown = [c for c in cases if c.test_modalities == modalities and c.corruption is None][:1]
+        passes = 1 if spec.feature_cache and method.separable_encoder else len(cases)
+        counted = eval_set if report is None or _rank() != 0 else CountingDataset(
+            eval_set, report, passes, spec.eval_batch_size, report_every)
         results = evaluate_cases(
-            method, eval_set, cases, batch_size=spec.eval_batch_size, device=spec.device,
+            method, counted, cases, batch_size=spec.eval_batch_size, device=spec.device,
             feature_cache=spec.feature_cache, base_seed=spec.seed, progress=progress,
             collect_pixels=protocol.collect_pixels, eval_size=EVAL_SIZE[spec.preset], keep_predictions=shown,
         )  # fmt: skip
-        artifacts = Path("runs") / (run_id or "run")
+        artifacts = RUNS_DIR / (run_id or "run")
         summary = protocol.summary(results, modalities, artifacts=artifacts) if _rank() == 0 else []
         rows = []
         if store is not None:
@@ -174,9 +231,123 @@ def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool =
                 echo(f"figure: {artifacts / name}")
     except BaseException as exc:
         if store is not None and run_id is not None:
-            store.fail_run(run_id, f"{type(exc).__name__}: {exc}")
+            store.fail_run(run_id, f"{type(exc).__name__}: {str(exc) or 'interrupted'}")
         raise
     return RunOutcome(run_id, results, summary, checkpoint, rows)
+
+
+class CountingDataset:
+    """The evaluation data set, passed through to the evaluator, reporting progress lines
+    (batches and samples of all passes, samples/s, ETA) at a steady pace as samples are read."""
+
+    def __init__(self, dataset: Any, report: Callable[[str], None], passes: int, batch_size: int,
+                 every: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.dataset, self.passes, self.batch_size = dataset, passes, batch_size
+        self.per_pass = len(ShardSampler(len(dataset), _rank(), _world()))
+        self.read = 0
+        self.lines = ProgressLines(report, "eval", passes * self.per_pass, "sample", every, clock)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.dataset[index]
+        self.read += 1
+        done_pass, in_pass = divmod(self.read - 1, self.per_pass)
+        batches = math.ceil(self.per_pass / self.batch_size)
+        batch = done_pass * batches + in_pass // self.batch_size + 1
+        where = f" of pass {done_pass + 1}/{self.passes}" if self.passes > 1 else ""
+        self.lines.update(self.read, f", batch {batch}/{self.passes * batches}{where}")
+        return item
+
+    def __getattr__(self, name: str) -> Any:  # info, refs, root, ...: the data set's
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+# File suffixes whose header gives the image size without decoding pixels.
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _inspect_file(path: Path) -> tuple[str | None, tuple[int, ...] | None]:
+    """(problem, (height, width)) of one file from its header and tail only; no pixels decoded."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "is missing", None
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})", None
+    if not path.is_file():
+        return "is not a file", None
+    if size == 0:
+        return "is empty (0 bytes)", None
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            shape = np.load(path, mmap_mode="r").shape  # the header only
+        except Exception as exc:  # noqa: BLE001  (any failure: not a readable array)
+            return f"is not a readable .npy array ({exc})", None
+        return None, tuple(shape[:2]) if len(shape) >= 2 else None
+    if suffix not in _IMAGE_SUFFIXES:
+        return None, None
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            fmt = img.format
+    except Exception as exc:  # noqa: BLE001  (PIL raises several types for broken headers)
+        return f"is not a readable image ({type(exc).__name__}: {exc})", None
+    if fmt == "PNG":
+        with open(path, "rb") as fh:
+            fh.seek(max(0, size - len(_PNG_END)))
+            if fh.read() != _PNG_END:
+                return "is truncated (no PNG end marker)", None
+    return None, (height, width)
+
+
+def _flat_paths(entry: Any) -> list[Path]:
+    return [Path(p) for p in entry] if isinstance(entry, (tuple, list)) else [Path(entry)]
+
+
+def check_eval_files(dataset: Any, limit: int = 20) -> None:
+    """Every file of the evaluation split exists, has a readable header, a PNG is complete, and
+    each modality has its label's size where the loader requires it; cheap (headers and file
+    tails, no pixels decoded), so that a broken file is found before training, not after.
+
+    A modality whose size differs from its label's is decoded once per (modality, size, label
+    size) combination by the loader itself, which decides: some layouts store smaller frames on
+    purpose (DELIVER's low-resolution events) and the loader resizes them."""
+    problems: list[str] = []
+    accepted: set[tuple[Any, ...]] = set()
+    for ref in dataset.refs:
+        paths = dataset.companion_paths(ref)
+        sizes: dict[str, tuple[int, ...]] = {}
+        broken = False
+        for name, entry in paths.items():
+            for path in _flat_paths(entry):
+                problem, size = _inspect_file(path)
+                if problem is not None:
+                    problems.append(f"{name} file {path} {problem}")
+                    broken = True
+                elif size is not None:
+                    sizes.setdefault(name, size)
+        label = sizes.get("label")
+        odd = tuple(sorted((m, s) for m, s in sizes.items() if m != "label" and label is not None and s != label))
+        if broken or not odd or (odd, label) in accepted or len(problems) >= limit:
+            continue
+        try:
+            dataset.decode(ref)  # the loader decides whether these sizes are fine
+            accepted.add((odd, label))
+        except DataError as exc:
+            problems.append(str(exc))
+    if problems:
+        command = f"mlebench data check --dataset {dataset.info.name} --data-root {dataset.root} --split {dataset.split}"
+        more = f" (and {len(problems) - 1} more: `{command}` lists them)" if len(problems) > 1 else ""
+        raise DataError(f"evaluation split {dataset.split!r} of {dataset.info.name} at {dataset.root}: "
+                        f"{problems[0]}{more}; found before anything ran, nothing was written")
 
 
 def _qualitative_figure(results: Sequence[CaseResult], dataset: Any, modalities: Sequence[str], out: Path) -> None:

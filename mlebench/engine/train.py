@@ -7,14 +7,22 @@
   CPU: the data order is a pure function of (seed, epoch), so the resumed run skips ahead to the
   same batch the killed run would have seen next.
 - A non-finite loss stops training with :class:`NonFiniteLoss`; the checkpoint on disk stays
-  the last good one (a checkpoint is only written after a finite-loss check).
+  the last good one (a checkpoint is only written after a finite-loss check), and the message
+  names it only when this run wrote (or resumed from) one.
+- Checkpoints carry the training configuration (``extra["train_config"]``); ``resume=True``
+  refuses a checkpoint of another configuration, seed or method configuration, or one past the
+  requested number of steps, saying what differs (:func:`check_resume`).
+- ``report``: a progress line (step, loss, samples/s, ETA) every ``report_every`` seconds of
+  ``clock``, for logs where a progress bar shows nothing (CI, ``> log``).
 - Under ``torch.distributed`` the model is wrapped in DDP and each rank takes its shard of every
   epoch's permutation; rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -25,8 +33,8 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from mlebench.data.augment import TrainAugment, TrainingView
-from mlebench.engine.checkpoint import load_checkpoint, save_checkpoint
-from mlebench.errors import MlebenchError
+from mlebench.engine.checkpoint import checkpoint_identity, load_checkpoint, read_checkpoint, save_checkpoint
+from mlebench.errors import ConfigError, MlebenchError
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,88 @@ def warmup_poly_factor(step: int, total: int, warmup: int, warmup_ratio: float, 
 
 class NonFiniteLoss(MlebenchError):
     """Training diverged."""
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
+
+
+class ProgressLines:
+    """A progress line every ``every`` seconds of ``clock`` (none in between), for output that is
+    not a terminal: ``what: unit done/total (pct)[, detail], N samples/s, elapsed, ETA``.
+
+    ``samples_per_unit`` turns the rate of units (steps, batches) into samples per second.
+    ``every=0`` writes a line at every update.
+    """
+
+    def __init__(self, echo: Callable[[str], None], what: str, total: int, unit: str = "step", every: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic, done: int = 0, samples_per_unit: float = 1.0) -> None:
+        self.echo, self.what, self.total, self.unit, self.every, self.clock = echo, what, total, unit, every, clock
+        self.samples_per_unit = samples_per_unit
+        self.t0 = self.last = clock()
+        self.done0 = done
+
+    def update(self, done: int, detail: str = "") -> bool:
+        """Report ``done`` units if the pace says so; True when a line was written."""
+        now = self.clock()
+        if now - self.last < self.every:
+            return False
+        self.last = now
+        elapsed = now - self.t0
+        rate = (done - self.done0) / elapsed if elapsed > 0 else float("nan")
+        eta = (self.total - done) / rate if rate > 0 else None
+        percent = f" ({100 * done / self.total:.0f}%)" if self.total else ""
+        self.echo(f"{self.what}: {self.unit} {done}/{self.total}{percent}{detail}, "
+                  f"{rate * self.samples_per_unit:.1f} samples/s, elapsed {_duration(elapsed)}, ETA {_duration(eta)}")
+        return True
+
+
+#: training options a resumed run may change: they do not change what is computed
+RESUME_MAY_DIFFER = ("log_every", "checkpoint_every", "num_workers", "device")
+
+
+def check_resume(method: Any, checkpoint: str | Path | None, config: TrainConfig) -> dict[str, Any]:
+    """The checkpoint ``--resume`` continues from, refused (saying what differs) when it belongs to
+    another method, modality set, training configuration, seed or method configuration, or is
+    past ``config.steps``; returns its contents."""
+    if checkpoint is None:
+        raise ConfigError("--resume needs the checkpoint to continue from (--save-checkpoint)")
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise ConfigError(f"--resume: no checkpoint at {path} to resume from")
+    blob = read_checkpoint(path)
+    differs = []
+    for key, want in checkpoint_identity(method).items():
+        if blob.get(key) != want:
+            got = blob.get(key)
+            if key == "classes":
+                got, want = f"{len(got or [])} classes", f"{len(want)} classes"
+            differs.append(f"{key} {got!r} (checkpoint) vs {want!r} (this run)")
+    extra = blob.get("extra") or {}
+    step = int(extra.get("step", 0))
+    if not differs and step > config.steps:
+        raise ConfigError(f"--resume: checkpoint {path} is at step {step}, past this run's {config.steps} steps; "
+                          f"resume with --steps {extra.get('train_config', {}).get('steps', step)}, the steps it "
+                          "was started with")
+    saved = extra.get("train_config")
+    if saved is not None:
+        now = dataclasses.asdict(config)
+        for key, value in now.items():
+            if key not in RESUME_MAY_DIFFER and key in saved and saved[key] != value:
+                differs.append(f"{key} {saved[key]!r} (checkpoint) vs {value!r} (this run)")
+    stored, own = blob.get("config") or {}, method.config_dict()
+    for key in sorted(set(stored) | set(own)):
+        if stored.get(key) != own.get(key):
+            differs.append(f"method option {key} {stored.get(key)!r} (checkpoint) vs {own.get(key)!r} (this run)")
+    if differs:
+        raise ConfigError(f"--resume: checkpoint {path} was trained with another configuration: {'; '.join(differs)}; "
+                          "resume with the options it was started with, or train from scratch without --resume")
+    return blob
 
 
 class EpochBatches(Sampler[list[int]]):
@@ -105,8 +195,14 @@ def train(
     on_log: Callable[[int, float], None] | None = None,
     checkpoint: str | Path | None = None,
     resume: bool = False,
+    report: Callable[[str], None] | None = None,
+    report_every: float = 30.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[float]:
-    """Train ``method`` on ``dataset`` for ``config.steps`` steps; returns the logged losses."""
+    """Train ``method`` on ``dataset`` for ``config.steps`` steps; returns the logged losses.
+
+    ``report``: where a progress line goes every ``report_every`` seconds of ``clock``.
+    """
     device = torch.device(config.device)
     distributed, rank, world = _distributed()
     method.to(device).train()
@@ -117,14 +213,14 @@ def train(
         optimizer, lambda s: warmup_poly_factor(s, config.steps, warmup, config.warmup_ratio, config.power)
     )
     start = 0
+    saved_step: int | None = None  # the step of the checkpoint on disk that this run wrote or resumed from
     if resume:
-        if checkpoint is None or not Path(checkpoint).is_file():
-            raise MlebenchError(f"--resume: no checkpoint at {checkpoint} to resume from")
+        check_resume(method, checkpoint, config)
         state = load_checkpoint(method, checkpoint)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
-        start = int(state["step"])
+        start = saved_step = int(state["step"])
     model = torch.nn.parallel.DistributedDataParallel(method) if distributed else method
     view = TrainingView(dataset, TrainAugment(config.crop_size, config.base_size), seed=config.seed)
     batches = EpochBatches(len(view), config.batch_size, config.seed, rank, world)
@@ -139,6 +235,14 @@ def train(
     running = torch.zeros((), device=device)
     logged: list[float] = []
     bar = tqdm(total=config.steps, initial=start, disable=not progress or rank != 0, desc="train", unit="step")
+    lines = (ProgressLines(report, "train", config.steps, "step", report_every, clock, start, config.batch_size * world)
+             if report is not None and rank == 0 else None)
+
+    def kept() -> str:
+        if checkpoint is None or saved_step is None:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint is kept at {checkpoint} (step {saved_step})"
+
     data = iter(loader)
     for step in range(start, config.steps):
         batch = next(data)
@@ -158,11 +262,7 @@ def train(
             value = float(running) / n  # the only host sync, every log_every steps
             running.zero_()
             if not math.isfinite(value):
-                raise NonFiniteLoss(
-                    f"loss became {value} at step {done}; the last good checkpoint is kept"
-                    + (f" at {checkpoint}" if checkpoint else "")
-                    + " (try a lower learning rate)"
-                )
+                raise NonFiniteLoss(f"loss became {value} at step {done}; {kept()} (try a lower learning rate)")
             logged.append(value)
             bar.set_postfix(loss=f"{value:.3f}")
             if on_log is not None and rank == 0:
@@ -170,12 +270,16 @@ def train(
         due = config.checkpoint_every and done % config.checkpoint_every == 0
         if checkpoint is not None and rank == 0 and (due or done == config.steps):
             if not math.isfinite(float(loss.detach())):
-                raise NonFiniteLoss(f"loss became non-finite at step {done}; kept the checkpoint at {checkpoint}")
+                raise NonFiniteLoss(f"loss became non-finite at step {done}; {kept()} (try a lower learning rate)")
             save_checkpoint(
                 method, checkpoint,
                 extra={"step": done, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                       "rng": torch.get_rng_state()},
+                       "rng": torch.get_rng_state(), "train_config": dataclasses.asdict(config)},
             )  # fmt: skip
+        if checkpoint is not None and (due or done == config.steps):
+            saved_step = done  # rank 0 wrote it
         bar.update(1)
+        if lines is not None:
+            lines.update(done, f", loss {logged[-1]:.4f}" if logged else "")
     bar.close()
     return logged

@@ -41,6 +41,8 @@ def format_run_list(store: ResultsStore) -> str:
     head_by_run = {r.run_id: r for r in heads.itertuples()} if not heads.empty else {}
     table = runs[["id", "method", "variant", "dataset", "train_modalities", "protocol", "preset", "seed", "split",
                   "miou_convention", "status", "started_at"]].copy()
+    # The status as it stands now: a run whose process died without ending it is "stale".
+    table["status"] = runs["state"] if "state" in runs else runs["status"]
     table = table.rename(columns={"miou_convention": "convention", "train_modalities": "train"})
     table["mIoU"] = [(_pct(head_by_run[i].value).strip() + (f" {head_by_run[i].metric}" if head_by_run[i].metric != "miou" else ""))
                      if i in head_by_run else "" for i in runs["id"]]  # fmt: skip

@@ -27,7 +27,18 @@ A run is written in two steps: :meth:`ResultsStore.start_run` records it as ``ru
 the pid and host of the process), and :meth:`ResultsStore.finish_run` writes all its result rows
 and counts *and* marks it finished in one transaction. A process killed in between (or inside
 ``finish_run``) leaves the run row ``running`` and no result rows at all; readers see only
-finished runs unless asked otherwise.
+finished runs unless asked otherwise. :meth:`ResultsStore.runs` adds each run's ``state`` as it
+stands now: a ``running`` run of this host whose process no longer exists (or whose pid now
+belongs to a process younger than the run) is ``stale (process gone)``; one of another host is
+``running?``, since this machine cannot tell.
+
+Reading needs no write access: :func:`open_store_for_reading` (``ResultsStore(path,
+readonly=True)``) opens the file with ``mode=ro`` and, in a read-only folder where SQLite cannot
+create the ``-wal``/``-shm`` files, ``immutable=1`` (or reads a private copy of the file and its
+WAL when the WAL holds data). Every command that only reads uses it. A file that cannot be
+written (read-only file or folder) is refused for writing when it is opened, before a run starts.
+A damaged file (``PRAGMA quick_check`` on opening, or a page or blob that does not decode) is
+reported as corrupt and never written to; neither it nor its ``-wal`` file changes.
 
 Several processes may write to one file at once: the file uses WAL journaling, every write is a
 ``BEGIN IMMEDIATE`` transaction and every connection waits up to :data:`BUSY_TIMEOUT_S` for the
@@ -49,6 +60,7 @@ import math
 import os
 import shutil
 import sqlite3
+import tempfile
 import time
 import zlib
 import uuid
@@ -200,6 +212,9 @@ ALTER TABLE results ADD COLUMN terms TEXT
 """
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+# Primary SQLite result codes (sqlite3.Error.sqlite_errorcode & 0xFF).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_CORRUPT = 5, 6, 8, 11
+_SQLITE_CANTOPEN, _SQLITE_NOTADB = 14, 26
 
 
 def _now() -> str:
@@ -246,56 +261,247 @@ def _unpack(blob: bytes, shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(zlib.decompress(blob), dtype="<i4").reshape(shape).astype(np.int64)
 
 
+#: How much later than its run a process may seem to have started (``/proc`` start times are
+#: rounded to the boot time's second) before its pid counts as reused by another process.
+PID_REUSE_TOLERANCE_S = 2.0
+STALE = "stale (process gone)"
+UNKNOWN_LIVENESS = "running?"
+
+
+def _boot_time() -> float | None:
+    try:
+        with open("/proc/stat") as fh:
+            for line in fh:
+                if line.startswith("btime "):
+                    return float(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _proc_start(pid: int) -> tuple[bool, float | None] | None:
+    """From ``/proc/<pid>/stat``: (alive, start time in seconds since the epoch or None);
+    ``None`` when there is no ``/proc`` to ask. A zombie counts as gone."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+    except FileNotFoundError:
+        return False, None
+    except OSError:
+        return True, None
+    fields = stat[stat.rfind(")") + 2:].split()  # the command name may hold spaces and parentheses
+    if not fields or fields[0] in ("Z", "X", "x"):
+        return False, None
+    boot = _boot_time()
+    try:
+        ticks = float(fields[19])  # field 22 of the line: start time in clock ticks after boot
+        return True, None if boot is None else boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (IndexError, ValueError, OSError):
+        return True, None
+
+
+def process_alive(pid: int, started_before: str | None = None) -> bool | None:
+    """Whether process ``pid`` of this host still exists and, where ``/proc`` tells its start
+    time, started no later than ``started_before`` (ISO-8601; a later start means the pid was
+    reused). ``None`` when it cannot be told."""
+    if pid <= 0:
+        return None
+    probe = _proc_start(pid)
+    if probe is None:  # no /proc: existence only
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        except OSError:
+            return None
+        return True
+    alive, started = probe
+    if not alive:
+        return False
+    if started is not None and started_before is not None:
+        try:
+            run_start = datetime.fromisoformat(started_before).timestamp()
+        except ValueError:
+            return True
+        if started > run_start + PID_REUSE_TOLERANCE_S:
+            return False  # the pid now belongs to a younger process
+    return True
+
+
+def run_state(status: str, pid: int | None, host: str | None, started_at: str | None) -> str:
+    """A run's status as it stands now: ``finished`` and ``failed`` as stored; a ``running``
+    run stays ``running`` while its process lives, reads :data:`STALE` once the process is gone
+    (killed without a chance to mark the run failed: SIGKILL, power loss, out of memory), and
+    :data:`UNKNOWN_LIVENESS` when this machine cannot tell (another host, no pid recorded)."""
+    if status != "running":
+        return status
+    if pid is None or host is None or host != process_identity()["host"]:
+        return UNKNOWN_LIVENESS
+    alive = process_alive(int(pid), started_at)
+    if alive is None:
+        return UNKNOWN_LIVENESS
+    return "running" if alive else STALE
+
+
 class ResultsStore:
     """A results file shared by any number of processes (see the module docstring)."""
 
-    def __init__(self, path: str | Path, *, _for_migration: bool = False) -> None:
-        """Open the results file at ``path``, creating it (and its folders) if absent.
+    def __init__(self, path: str | Path, *, readonly: bool = False, _for_migration: bool = False) -> None:
+        """Open the results file at ``path``; for writing (the default) create it (and its
+        folders) if absent, with ``readonly=True`` only read it (see :func:`open_store_for_reading`).
 
-        Raises :class:`ConfigError` if ``path`` exists but is not an mlebench results file, or
-        was written by a newer mlebench (schema version above :data:`SCHEMA_VERSION`).
+        Raises :class:`ConfigError` if ``path`` exists but is not an mlebench results file, was
+        written by a newer mlebench (schema version above :data:`SCHEMA_VERSION`), is corrupt,
+        or (for writing) cannot be written. None of these cases changes the file.
         """
         self.path = Path(path)
+        self.readonly = readonly
         self._migrating = _for_migration  # only migrate() may open an older schema
+        self._read_uri: str | None = None  # read-only stores: what every connection opens
+        self._empty = False  # read-only stores: an empty file reads as a store without runs
+        self._snapshot: tempfile.TemporaryDirectory | None = None
+        if readonly:
+            self._open_readonly()
+            return
         if self.path.exists():
             if not self.path.is_file():
                 raise ConfigError(f"{self.path} is not an mlebench results file (not a file)")
-            self._check_existing()
+            self._check_writable()
+            if self._check_header():
+                self._check_existing()
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create results file {self.path}: {exc}") from exc
             self._create_new()
         self._initialise()
 
     def __repr__(self) -> str:
-        return f"ResultsStore({str(self.path)!r})"
+        return f"ResultsStore({str(self.path)!r}{', readonly=True' if self.readonly else ''})"
 
     # -- opening ---------------------------------------------------------------------------
 
     def _not_ours(self, why: str) -> ConfigError:
         return ConfigError(f"{self.path} is not an mlebench results file ({why})")
 
-    def _check_existing(self) -> None:
-        """Refuse a foreign file without writing to it (reads only, read-only connection)."""
+    def _database_error(self, exc: sqlite3.Error, writing: bool) -> ConfigError:
+        """A one-line :class:`ConfigError` naming the file for an error SQLite reported."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        text = str(exc)
+        if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or (
+            primary is None and ("malformed" in text or "not a database" in text)
+        ):
+            return ConfigError(f"results file {self.path} is corrupt: {text} (it was left as it is; "
+                               f"restore it from a backup)")
+        if primary == _SQLITE_READONLY or (primary is None and "readonly" in text):
+            return ConfigError(f"cannot write results file {self.path}: {text} (the file or its folder "
+                               f"{self.path.parent} is read-only)")
+        if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return ConfigError(f"results file {self.path} stayed locked by another process for "
+                               f"{BUSY_TIMEOUT_S:.0f} s: {text}")
+        return ConfigError(f"cannot {'write' if writing else 'read'} results file {self.path}: {text}")
+
+    def _check_header(self) -> bool:
+        """Refuse a foreign file from its first 100 bytes; False for an empty file."""
         try:
             with open(self.path, "rb") as fh:
                 header = fh.read(100)
         except OSError as exc:
             raise ConfigError(f"cannot read results file {self.path}: {exc}") from exc
         if not header:
-            return  # an empty file is adopted as a new store
+            return False  # an empty file is adopted as a new store
         if not header.startswith(_SQLITE_MAGIC) or len(header) < 100:
             raise self._not_ours("not an SQLite database")
         header_app_id = int.from_bytes(header[68:72], "big")
         if header_app_id not in (0, APPLICATION_ID):
             raise self._not_ours(f"SQLite application_id {header_app_id:#x}")
+        return True
+
+    def _check_writable(self) -> None:
+        """Refuse, before anything is written, a file that this process cannot write to."""
+        if not os.access(self.path, os.W_OK):
+            raise ConfigError(f"cannot write results file {self.path}: the file is read-only "
+                              f"(reading it works: `mlebench results list --results {self.path}`)")
+        folder = self.path.parent
+        sidecars = [Path(f"{self.path}-wal"), Path(f"{self.path}-shm")]
+        if not os.access(folder, os.W_OK | os.X_OK) and not all(
+            p.is_file() and os.access(p, os.W_OK) for p in sidecars
+        ):
+            raise ConfigError(
+                f"cannot write results file {self.path}: its folder {folder} is read-only, and SQLite "
+                f"needs to create {sidecars[0].name} and {sidecars[1].name} there "
+                f"(reading it works: `mlebench results list --results {self.path}`)"
+            )
+
+    def _check_existing(self) -> None:
+        """Refuse a foreign, newer or corrupt file without writing to it (read-only connection)."""
         uri = self.path.resolve().as_uri() + "?mode=ro"
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             try:
-                self._check_marker(conn)
+                if self._check_marker(conn):
+                    self._check_integrity(conn)
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
+            raise self._database_error(exc, writing=False) from exc
+
+    def _check_integrity(self, conn: sqlite3.Connection) -> None:
+        """``PRAGMA quick_check``: a damaged page is found before anything reads or writes it
+        (a writer's connection would otherwise fold the WAL into a corrupt file on closing)."""
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            lines = [line.strip() for p in problems for line in str(p).splitlines()]
+            found = "; ".join(line for line in lines if line and not line.startswith("***"))
+            raise ConfigError(f"results file {self.path} is corrupt: {found} (it was left as it is; "
+                              f"restore it from a backup)")
+
+    def _open_readonly(self) -> None:
+        """Find a way to read the file that writes nothing to it, its -wal or its folder's
+        contents the caller cannot write: ``mode=ro``; in a read-only folder where SQLite cannot
+        create the -wal/-shm files, ``immutable=1`` when there is no WAL content to miss, else
+        a private copy of the file and its WAL (a read-only connection can read a WAL only
+        through a -shm file)."""
+        if not self.path.exists():
+            raise ConfigError(f"results file {self.path} does not exist")
+        if not self.path.is_file():
+            raise ConfigError(f"{self.path} is not an mlebench results file (not a file)")
+        if not self._check_header():
+            self._empty = True
+            return
+        base = self.path.resolve().as_uri()
+        try:
+            self._read_uri = base + "?mode=ro"
+            try:
+                with contextlib.closing(self._connect()) as conn:
+                    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", None)
+                if code is not None and code & 0xFF not in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
+                    raise
+                wal = Path(f"{self.path}-wal")
+                if not wal.exists() or wal.stat().st_size == 0:
+                    self._read_uri = base + "?mode=ro&immutable=1"
+                else:
+                    self._snapshot = tempfile.TemporaryDirectory(prefix="mlebench-store-")
+                    copy = Path(self._snapshot.name) / self.path.name
+                    shutil.copyfile(self.path, copy)
+                    shutil.copyfile(wal, Path(f"{copy}-wal"))
+                    self._read_uri = copy.as_uri() + "?mode=ro"
+            with contextlib.closing(self._connect()) as conn:
+                if self._check_marker(conn):
+                    self._check_integrity(conn)
+                else:
+                    self._empty = True
+        except sqlite3.DatabaseError as exc:
+            raise self._database_error(exc, writing=False) from exc
+        except OSError as exc:
             raise ConfigError(f"cannot read results file {self.path}: {exc}") from exc
 
     def _check_marker(self, conn: sqlite3.Connection) -> bool:
@@ -362,6 +568,9 @@ class ResultsStore:
                 conn.close()
             with contextlib.suppress(OSError):  # exists already, or no hard links here
                 os.link(tmp, self.path)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot create results file {self.path}: {exc} (is its folder "
+                              f"{self.path.parent} writable?)") from exc
         finally:
             for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
                 with contextlib.suppress(FileNotFoundError):
@@ -369,7 +578,10 @@ class ResultsStore:
 
     def _initialise(self) -> None:
         """Check the marker; initialise an empty file in place (safe against racing processes)."""
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._database_error(exc, writing=True) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             try:
@@ -381,7 +593,7 @@ class ResultsStore:
                     if not self._check_marker(conn):
                         self._create_schema(conn)
             except sqlite3.DatabaseError as exc:
-                raise ConfigError(f"cannot open results file {self.path}: {exc}") from exc
+                raise self._database_error(exc, writing=True) from exc
         finally:
             conn.close()
 
@@ -403,18 +615,42 @@ class ResultsStore:
             return
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        if self.readonly:
+            if self._empty:  # an empty file: read as a store without runs
+                conn = sqlite3.connect(":memory:", isolation_level=None)
+                self._create_schema(conn)
+            else:
+                conn = sqlite3.connect(self._read_uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn.execute("PRAGMA query_only = ON")
+        else:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
     @contextlib.contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connect()
+    def _connection(self, writing: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection for one operation; SQLite's errors become one-line :class:`ConfigError`
+        naming the file."""
+        if writing and self.readonly:
+            raise ConfigError(f"results file {self.path} was opened read-only; cannot write to it")
         try:
-            yield conn
-        finally:
-            conn.close()
+            conn = self._connect()
+            try:
+                yield conn
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise self._database_error(exc, writing) from exc
+
+    @contextlib.contextmanager
+    def _decoding(self) -> Iterator[None]:
+        """Stored JSON or compressed blobs that do not decode: the file is corrupt."""
+        try:
+            yield
+        except (zlib.error, ValueError, IndexError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"results file {self.path} is corrupt: {type(exc).__name__}: {exc} "
+                              f"(it was left as it is; restore it from a backup)") from exc
 
     @staticmethod
     @contextlib.contextmanager
@@ -424,7 +660,10 @@ class ResultsStore:
         try:
             yield
         except BaseException:
-            conn.execute("ROLLBACK")
+            # A failed rollback (e.g. on a corrupt page) must not hide the original error;
+            # closing the connection rolls back anyway.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
@@ -480,7 +719,7 @@ class ResultsStore:
             "started_at": _now(),
             "status": "running",
         }
-        with self._connection() as conn, self._write(conn):
+        with self._connection(writing=True) as conn, self._write(conn):
             conn.execute(
                 f"INSERT INTO runs ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
                 tuple(record.values()),
@@ -520,7 +759,7 @@ class ResultsStore:
         counts = list(counts)
         all_ids = list(dict.fromkeys(i for c in counts for i in c.sample_ids))
         position = {sample_id: i for i, sample_id in enumerate(all_ids)}
-        with self._connection() as conn, self._write(conn):
+        with self._connection(writing=True) as conn, self._write(conn):
             self._end_run(conn, run_id, status, None)
             conn.executemany(
                 "INSERT INTO results (run_id, protocol, test_modalities, condition, corruption,"
@@ -552,29 +791,34 @@ class ResultsStore:
 
     def fail_run(self, run_id: str, message: str) -> None:
         """Mark a running run ``failed`` with ``message`` in its ``error`` column."""
-        with self._connection() as conn, self._write(conn):
+        with self._connection(writing=True) as conn, self._write(conn):
             self._end_run(conn, run_id, "failed", str(message))
 
     # -- reading ---------------------------------------------------------------------------
 
     def runs(self) -> pd.DataFrame:
-        """All runs, newest first, with columns :data:`RUN_COLUMNS`.
+        """All runs, newest first, with columns :data:`RUN_COLUMNS` and then ``state``.
 
         ``config`` and ``versions`` are decoded into dicts; ``train_modalities`` stays the
         comma-joined string it is stored as; a missing ``git_commit``, ``ended_at`` or
-        ``error`` is ``None``.
+        ``error`` is ``None``. ``state`` is the status as it stands now (:func:`run_state`):
+        a ``running`` run whose process is gone reads ``stale (process gone)``.
         """
         with self._connection() as conn:
             records = conn.execute(
                 f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY started_at DESC, rowid DESC"
             ).fetchall()
         frame = pd.DataFrame.from_records(records, columns=list(RUN_COLUMNS))
-        for column in ("config", "versions", "provenance"):
-            frame[column] = pd.Series([json.loads(t) if isinstance(t, str) else {} for t in frame[column]], dtype=object)
+        with self._decoding():
+            for column in ("config", "versions", "provenance"):
+                frame[column] = pd.Series([json.loads(t) if isinstance(t, str) else {} for t in frame[column]],
+                                          dtype=object)
         frame["seed"] = frame["seed"].astype("int64")
         for column in ("git_commit", "ended_at", "error", "protocol", "split", "miou_convention", "group_id",
                        "pid", "host"):  # missing is None, never NaN
             frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+        frame["state"] = pd.Series(
+            [run_state(r.status, r.pid, r.host, r.started_at) for r in frame.itertuples()], dtype=object)
         return frame
 
     def _result_records(
@@ -635,9 +879,10 @@ class ResultsStore:
                 "SELECT protocol, test_modalities, condition, corruption, metric, terms FROM results"
                 " WHERE run_id = ? AND terms IS NOT NULL", (run_id,)).fetchall()
         out = {}
-        for protocol, mods, condition, corruption, metric, terms in records:
-            out[(protocol, mods, condition, corruption, metric)] = [
-                (CaseKey(protocol, tuple(m.split(",")), c, k), float(w)) for m, c, k, w in json.loads(terms)]
+        with self._decoding():
+            for protocol, mods, condition, corruption, metric, terms in records:
+                out[(protocol, mods, condition, corruption, metric)] = [
+                    (CaseKey(protocol, tuple(m.split(",")), c, k), float(w)) for m, c, k, w in json.loads(terms)]
         return out
 
     def artifacts(self, run_id: str) -> dict[str, bytes]:
@@ -652,15 +897,16 @@ class ResultsStore:
             found = conn.execute("SELECT sample_ids FROM run_samples WHERE run_id = ?", (run_id,)).fetchone()
             if found is None:
                 return []
-            ids = json.loads(zlib.decompress(found[0]))
             records = conn.execute(
                 "SELECT protocol, test_modalities, condition, corruption, n_samples, n_classes, sample_index,"
                 " counts FROM case_counts WHERE run_id = ? ORDER BY rowid", (run_id,)).fetchall()
         out = []
-        for protocol, mods, condition, corruption, n, k, index, counts in records:
-            key = CaseKey(protocol, tuple(mods.split(",")), condition, corruption)
-            positions = _unpack(index, (n,))
-            out.append(CaseCounts(key, tuple(ids[i] for i in positions), _unpack(counts, (n, 3, k))))
+        with self._decoding():
+            ids = json.loads(zlib.decompress(found[0]))
+            for protocol, mods, condition, corruption, n, k, index, counts in records:
+                key = CaseKey(protocol, tuple(mods.split(",")), condition, corruption)
+                positions = _unpack(index, (n,))
+                out.append(CaseCounts(key, tuple(ids[i] for i in positions), _unpack(counts, (n, 3, k))))
         return out
 
 
@@ -682,10 +928,10 @@ def migrate(path: str | Path, backup: str | Path | None = None) -> tuple[int, Pa
     backup = Path(backup) if backup is not None else path.with_name(f"{path.name}.v{version}.bak")
     if backup.exists():
         raise ConfigError(f"backup {backup} already exists; move it away or pass another backup path")
-    with store._connection() as conn:
+    with store._connection(writing=True) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything into the main file first
     shutil.copy2(path, backup)
-    with store._connection() as conn, store._write(conn):
+    with store._connection(writing=True) as conn, store._write(conn):
         if conn.execute("PRAGMA user_version").fetchone()[0] != version:
             raise ConfigError(f"results file {path} changed while migrating; try again")
         if version == 1:
@@ -695,13 +941,26 @@ def migrate(path: str | Path, backup: str | Path | None = None) -> tuple[int, Pa
     return version, backup
 
 
+def open_store_for_reading(path: str | Path) -> ResultsStore:
+    """The results file at ``path``, opened read-only: what every command that only reads
+    (``results list``/``export``, ``report``, ``compare``) uses. Works in read-only folders and
+    on read-only files and never changes the file; a missing, foreign, newer or corrupt file is
+    a :class:`ConfigError` naming it."""
+    return ResultsStore(path, readonly=True)
+
+
 __all__ = [
     "APPLICATION_ID",
     "RESULT_COLUMNS",
     "RUN_COLUMNS",
     "SCHEMA_VERSION",
+    "STALE",
+    "UNKNOWN_LIVENESS",
     "ResultRow",
     "ResultsStore",
     "git_commit",
     "migrate",
+    "open_store_for_reading",
+    "process_alive",
+    "run_state",
 ]
