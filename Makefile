@@ -11,7 +11,10 @@ STAMP := $(VENV)/.installed
 # What the report tests render with: pdflatex (LaTeX tables) and headless Chromium (the HTML page).
 SYSTEM_PACKAGES := texlive-latex-base texlive-latex-recommended chromium poppler-utils
 
-.PHONY: install run test clean system-deps
+EXAMPLE := reports/example
+EXAMPLE_DB := runs/example/results.sqlite
+
+.PHONY: install run test clean system-deps example-report
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +33,24 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The example report of the embedded default (reports/example/): MLE-SAM and its no-auxiliary-
+# head variant trained as `make run` does, evaluated under every protocol, then rendered.
+# About 25 minutes on 2 CPU cores.
+example-report: $(STAMP)
+	rm -rf runs/example && mkdir -p runs/example $(EXAMPLE)
+	for m in mlesam mlesam-noaux; do \
+	    $(BIN)/mlebench run --method $$m --results $(EXAMPLE_DB) --save-checkpoint runs/example/$$m.pt && \
+	    for p in full conditions noise tsne; do \
+	        $(BIN)/mlebench eval --method $$m --checkpoint runs/example/$$m.pt --protocol $$p \
+	            --results $(EXAMPLE_DB) || exit 1; \
+	    done || exit 1; \
+	done
+	$(BIN)/mlebench report --results $(EXAMPLE_DB) --format html --ci -o $(EXAMPLE)/report.html
+	$(BIN)/mlebench report --results $(EXAMPLE_DB) --format latex -o $(EXAMPLE)/tables.tex --pdf
+	$(BIN)/mlebench report --results $(EXAMPLE_DB) --format markdown -o $(EXAMPLE)/tables.md
+	chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,2000 \
+	    --screenshot=$(CURDIR)/$(EXAMPLE)/report.png file://$(CURDIR)/$(EXAMPLE)/report.html
 
 # Installs the renderers the report tests need, from Debian's packages, when they are missing
 # (CI runs this as root before `make test`; elsewhere run it with sudo or install them yourself).
