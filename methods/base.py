@@ -117,6 +117,28 @@ class SegmentationMethod(nn.Module, ABC):
                 f"trained: {', '.join(self.modalities)}"
             )
 
+    # --- the method's recipe (the engine asks; it never names a method's parts) -------------
+    #: packages whose versions the method's checkpoints and runs record
+    versioned_packages: tuple[str, ...] = ()
+
+    @classmethod
+    def train_defaults(cls, preset: str) -> dict[str, Any]:
+        """Training options per preset (``TrainConfig`` fields, plus ``epochs`` where the
+        recipe counts epochs). Methods override with their own recipe."""
+        if preset == "paper":
+            return {"batch_size": 6, "crop_size": 1024, "base_size": 1024, "lr": 1e-4, "amp": True, "epochs": 100}
+        return {"steps": 500, "batch_size": 8, "crop_size": 128, "base_size": 256, "lr": 1e-3}
+
+    @classmethod
+    def eval_size(cls, preset: str) -> int | None:
+        """Short side every sample is resized to before evaluation (None: as stored). The
+        DELIVER reference evaluates at 1024."""
+        return 1024 if preset == "paper" else None
+
+    def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:
+        """AdamW parameter groups (default: every trainable parameter at ``lr``)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
     # --- parameters and checkpoints -------------------------------------------------------
     def parameter_groups(self) -> dict[str, nn.Module | Sequence[nn.Parameter]]:
         """Named parts for the parameter report; override to split the model meaningfully."""
@@ -158,16 +180,61 @@ MethodBuilder = Callable[..., SegmentationMethod]
 _METHODS: dict[str, MethodBuilder] = {}
 
 
-def register_method(name: str) -> Callable[[MethodBuilder], MethodBuilder]:
-    """Register a builder ``f(info, modalities, preset, **overrides) -> SegmentationMethod``."""
+_WEIGHTS_OPTIONS: dict[str, str] = {}
+_DEFAULT: list[str] = []
+
+
+def register_method(name: str, weights_option: str | None = None,
+                    default: bool = False) -> Callable[[MethodBuilder], MethodBuilder]:
+    """Register a builder ``f(info, modalities, preset, **overrides) -> SegmentationMethod``.
+
+    ``weights_option`` names the builder option that takes pretrained or frozen weights (a
+    path, or None for a seeded random init): where the generic ``--weights PATH`` goes.
+    ``default``: the method the CLI runs and reports compare against when none is named.
+    """
 
     def decorator(builder: MethodBuilder) -> MethodBuilder:
         if name in _METHODS:
             raise ValueError(f"method {name!r} is registered twice")
         _METHODS[name] = builder
+        if weights_option is not None:
+            _WEIGHTS_OPTIONS[name] = weights_option
+        if default:
+            _DEFAULT.append(name)
         return builder
 
     return decorator
+
+
+_COMMANDS: list[tuple[str | None, Any]] = []
+
+
+def register_command(group: str | None = None) -> Callable[[Any], Any]:
+    """Register a method's own CLI command (a click command) under ``mlebench`` or a group
+    (``"bench"``); ``mlebench/cli.py`` adds every registered command."""
+
+    def decorator(command: Any) -> Any:
+        _COMMANDS.append((group, command))
+        return command
+
+    return decorator
+
+
+def method_commands() -> list[tuple[str | None, Any]]:
+    _import_all()
+    return list(_COMMANDS)
+
+
+def default_method() -> str:
+    """The method registered with ``default=True`` (the suite's subject, MLE-SAM)."""
+    _import_all()
+    return _DEFAULT[0] if _DEFAULT else sorted(_METHODS)[0]
+
+
+def weights_option(name: str) -> str | None:
+    """The builder option of method ``name`` that ``--weights`` sets (None: takes no weights)."""
+    _import_all()
+    return _WEIGHTS_OPTIONS.get(name)
 
 
 def method_names() -> list[str]:

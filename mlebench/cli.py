@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import click
 
@@ -209,6 +209,12 @@ def methods_cmd() -> None:
         click.echo(name)
 
 
+def _default_method() -> str:
+    from methods import default_method
+
+    return default_method()
+
+
 def _method_choice() -> click.Choice:
     from methods import method_names
 
@@ -241,65 +247,9 @@ def params_cmd(method_name: str, preset: str, dataset: str, modalities: str | No
         click.echo(f"{key:<22} {report[key] / 1e6:10.3f} M")
 
 
-@main.command("pretrain")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Output file (default: the shipped tiny checkpoint's path in the package).")
-@click.option("--steps", type=click.IntRange(1), default=4000, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--n-images", type=click.IntRange(1), default=600, show_default=True)
-def pretrain_cmd(out: Path | None, steps: int, batch_size: int, lr: float, seed: int, n_images: int) -> None:
-    """Pre-train the tiny preset's SAM2 on synthetic RGB (a stand-in for SAM2's weights).
-
-    Writes a SAM2-format checkpoint; the tiny preset loads the shipped one by default.
-    """
-    from methods.mlesam.model import TINY_SAM2_CHECKPOINT
-    from methods.mlesam.pretrain import pretrain_tiny_sam2
-
-    start = time.perf_counter()
-    result = pretrain_tiny_sam2(
-        out or TINY_SAM2_CHECKPOINT, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-        n_images=n_images, progress=sys.stderr.isatty(),
-    )
-    click.echo(f"wrote {result['out']} (final loss {result['final_loss']:.3f}, "
-               f"{time.perf_counter() - start:.0f} s)")
-
-
 @main.group(cls=_Group)
 def bench() -> None:
     """Speed benchmarks: both variants measured side by side in one run."""
-
-
-@bench.command("lora")
-@click.option("--preset", type=click.Choice(["tiny", "paper"]), default="tiny", show_default=True)
-@click.option("--batch", type=click.IntRange(1), default=2, show_default=True)
-@click.option("--size", type=click.IntRange(32), default=128, show_default=True)
-@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True)
-@click.option("--no-backward", is_flag=True, help="Time the forward pass only.")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-def bench_lora_cmd(
-    preset: str, batch: int, size: int, repeats: int, no_backward: bool, device: str, as_json: bool
-) -> None:
-    """Grouped LoRA (one trunk pass for all modalities) vs a loop over modalities."""
-    import json
-
-    from mlebench.bench import bench_lora
-
-    if size % 32:
-        raise click.BadParameter(f"{size} is not a multiple of 32", param_hint="--size")
-    result = bench_lora(preset, batch=batch, size=size, repeats=repeats, backward=not no_backward, device=device)
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-        return
-    what = "forward" if no_backward else "forward+backward"
-    click.echo(f"LoRA encode of {len(result['modalities'])} modalities, {preset} preset, "
-               f"batch {batch}, {size}x{size}, {what}, {device} (best of {repeats})")
-    click.echo(f"  loop over modalities : {result['loop_s'] * 1e3:9.1f} ms")
-    click.echo(f"  grouped (one pass)   : {result['grouped_s'] * 1e3:9.1f} ms")
-    click.echo(f"  ratio loop/grouped   : {result['ratio']:9.2f}x")
-    click.echo(f"  max |grouped - loop| : {result['max_abs_diff']:.2e}")
 
 
 @bench.command("bootstrap")
@@ -342,7 +292,7 @@ def _job_options(with_protocol: bool, checkpoint_required: bool = False):
 
     def decorate(f):
         options = [
-            click.option("--method", "method_name", type=_method_choice(), default="mlesam", show_default=True),
+            click.option("--method", "method_name", type=_method_choice(), default=_default_method(), show_default=True),
         ]
         if with_protocol:
             options.append(click.option("--protocol", type=_protocol_choice(), default="missing-modality",
@@ -355,9 +305,13 @@ def _job_options(with_protocol: bool, checkpoint_required: bool = False):
             click.option("--preset", type=click.Choice(["tiny", "paper"]), default="tiny", show_default=True),
             click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
                          help="YAML with 'method', 'train' and 'protocol' option mappings."),
-            click.option("--sam2-checkpoint", type=click.Path(path_type=Path, dir_okay=False), default=None,
-                         help="SAM2 weights for the frozen encoder (paper preset: sam2.1_hiera_base_plus.pt; "
-                              "'none' for a seeded random init)."),
+            click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                         help="Pretrained or frozen weights for the method (the checkpoint format its "
+                              "`weights_option` takes; see docs/baselines.md); 'none' for a seeded random init."),
+            click.option("--sam2-checkpoint", "legacy_weights", type=click.Path(path_type=Path, dir_okay=False),
+                         default=None, hidden=True, help="Deprecated: --weights."),
+            click.option("-o", "--option", "method_option", multiple=True, metavar="KEY=VALUE",
+                         help="A method option (repeatable), e.g. -o top_k=1; values are read as YAML."),
             click.option("--seed", type=int, default=0, show_default=True),
             _device_option,
             click.option("--progress-every", type=click.FloatRange(min=0), default=30.0, show_default=True,
@@ -405,6 +359,22 @@ def _read_config(path: Path | None) -> dict[str, dict[str, Any]]:
     return read_config(path)
 
 
+def _parse_method_options(items: Sequence[str]) -> dict[str, Any]:
+    """``("top_k=1", "router=scalar")`` -> ``{"top_k": 1, "router": "scalar"}`` (values as YAML)."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="-o/--option")
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as exc:
+            raise click.BadParameter(f"{item!r}: the value is not valid YAML ({exc})", param_hint="-o/--option") from None
+    return options
+
+
 def _spec(params: dict[str, Any], protocol: str | None) -> Any:
     """The run the options describe, checked whole (options, --config, device, output paths)
     before anything is read or written; ``protocol`` None: ``train`` (nothing evaluated)."""
@@ -420,10 +390,20 @@ def _spec(params: dict[str, Any], protocol: str | None) -> Any:
     if config_file is not None:
         config = validate_sections(config, params["method_name"], protocol, where=f"config {config_file}: ")
     method_options = dict(config.get("method", {}))
-    if params.get("sam2_checkpoint") is not None:
-        given = str(params["sam2_checkpoint"])
-        # "none": a randomly initialised (seeded) frozen encoder instead of the preset's weights.
-        method_options["sam2_checkpoint"] = None if given.lower() == "none" else given
+    given_options = _parse_method_options(params.get("method_option") or ())
+    weights = params.get("weights") if params.get("weights") is not None else params.get("legacy_weights")
+    if weights is not None:
+        from methods.base import weights_option
+
+        target = weights_option(params["method_name"])
+        if target is None:
+            raise click.BadParameter(f"method {params['method_name']} takes no weights", param_hint="--weights")
+        # "none": a randomly initialised (seeded) frozen part instead of the preset's weights.
+        given_options[target] = None if str(weights).lower() == "none" else str(weights)
+    if given_options:
+        checked = validate_sections({"method": given_options}, params["method_name"], protocol,
+                                    where="-o/--weights: ")
+        method_options.update(checked.get("method", given_options))
     train_options = dict(config.get("train", {}))
     if params.get("checkpoint_every") is not None:
         train_options["checkpoint_every"] = params["checkpoint_every"]
@@ -451,20 +431,18 @@ def _progress(rank0: bool, every: float) -> dict[str, Any]:
 
 
 def _execute(spec: Any, progress_every: float = 30.0) -> None:
-    from mlebench.engine.run import format_results, init_distributed, run_job
+    from mlebench.distributed import init_distributed, is_main, shutdown
+    from mlebench.engine.run import format_results, run_job
 
-    distributed = init_distributed(spec.device)
-    rank0 = not distributed or int(__import__("os").environ.get("RANK", "0")) == 0
+    init_distributed(spec.device)
+    rank0 = is_main()
     echo = click.echo if rank0 else (lambda _msg: None)
     start = time.perf_counter()
     outcome = run_job(spec, echo=echo, **_progress(rank0, progress_every))
     if rank0:
         click.echo(format_results(outcome.results, outcome.summary, outcome.rows))
         click.echo(f"run {outcome.run_id} stored in {spec.results} ({time.perf_counter() - start:.0f} s)")
-    if distributed:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    shutdown()
 
 
 def _execute_seeds(spec: Any, seeds: list[int], progress_every: float = 30.0) -> None:
@@ -534,18 +512,16 @@ def eval_cmd(**params: Any) -> None:
 @_train_options
 def train_cmd(**params: Any) -> None:
     """Train a method and write its checkpoint (no evaluation)."""
-    from mlebench.engine.run import init_distributed, train_job
+    from mlebench.distributed import init_distributed, is_main, shutdown
+    from mlebench.engine.run import train_job
 
     spec = _spec(params, None)
-    distributed = init_distributed(spec.device)
-    rank0 = not distributed or int(__import__("os").environ.get("RANK", "0")) == 0
+    init_distributed(spec.device)
+    rank0 = is_main()
     out = train_job(spec, echo=click.echo if rank0 else (lambda _msg: None), **_progress(rank0, params["progress_every"]))
     if rank0:
         click.echo(f"checkpoint: {out}")
-    if distributed:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    shutdown()
 
 
 @main.command("protocols")
@@ -652,7 +628,7 @@ def results_migrate(results_path: Path) -> None:
 @click.option("--runs", default=None, help="Comma-separated run ids (default: every finished run).")
 @click.option("--ci", is_flag=True, help="Show the 95% bootstrap interval of each single-run cell.")
 @click.option("--seeds", is_flag=True, help="Pool multi-seed groups: cells show mean ± std over seeds.")
-@click.option("--reference", default="mlesam", show_default=True,
+@click.option("--reference", default=_default_method(), show_default=True,
               help="Method that Δ rows and significance marks compare with ('none': no comparison).")
 @click.option("--compare", "compare_with", type=click.Choice(["paper"]), default=None,
               help="Add measured-vs-published tables (baselines/paper).")
@@ -749,7 +725,7 @@ def compare_cmd(run_a: str, run_b: str, results_path: Path, resamples: int, seed
 
 
 @bench.command("feature-cache")
-@click.option("--method", "method_name", type=_method_choice(), default="mlesam", show_default=True)
+@click.option("--method", "method_name", type=_method_choice(), default=_default_method(), show_default=True)
 @click.option("--protocol", type=_protocol_choice(), default="missing-modality", show_default=True)
 @click.option("--preset", type=click.Choice(["tiny", "paper"]), default="tiny", show_default=True)
 @DATASET_OPTION
@@ -822,6 +798,18 @@ def check_cmd(baseline: Path | None, update: bool, method_list: str | None, seed
     click.echo(f"baseline {path} (commit {data.get('commit')}), {time.perf_counter() - start:.0f} s")
     if not result.passed:
         sys.exit(1)
+
+
+def _add_method_commands() -> None:
+    """Commands a method's package brings (e.g. MLE-SAM's ``pretrain`` and ``bench lora``)."""
+    from methods.base import method_commands
+
+    groups = {None: main, "bench": bench}
+    for group, command in method_commands():
+        groups[group].add_command(command)
+
+
+_add_method_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

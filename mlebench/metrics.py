@@ -89,7 +89,9 @@ class ConfusionMatrix:
         """Sum the matrix over all ``torch.distributed`` ranks (no-op when not initialised)."""
         import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized():
+        from mlebench.distributed import is_distributed
+
+        if is_distributed():
             dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
         return self
 

@@ -19,6 +19,8 @@ from mlebench.data import dataset_info
 from mlebench.protocols import CaseResult, EvalCase, get_protocol
 from mlebench.report.published import load_published
 from mlebench.report.tables import TableOptions, build_tables, paper_comparison, tidy_frame
+
+REF = TableOptions(reference="mlesam")
 from mlebench.results import BootstrapSpec, ResultsStore, case_counts, result_rows
 
 SYN = dataset_info("synthetic")
@@ -81,7 +83,7 @@ def _table(tables, name):
 
 
 def test_missing_modality_table_cells_equal_the_store(store: ResultsStore):
-    table = _table(build_tables(store, ["missing-modality"]), "missing-modality-synthetic-val")
+    table = _table(build_tables(store, ["missing-modality"], options=REF), "missing-modality-synthetic-val")
     frame = store.results()
     assert list(table.values.columns) == ["R", "D", "E", "L", "R-D", "R-E", "R-L", "D-E", "D-L", "E-L", "R-D-E",
                                           "R-D-L", "R-E-L", "D-E-L", "R-D-E-L", "Mean", "E[p=0.2]", "E[p=0.1]",
@@ -112,7 +114,7 @@ def test_no_mark_without_a_significant_difference(tmp_path: Path):
     s = ResultsStore(tmp_path / "r.sqlite")
     _store_run(s, "mlesam", "full", quality=0.5, seed=3)
     _store_run(s, "twin", "full", quality=0.5, seed=3)  # the very same counts
-    table = _table(build_tables(s, ["full"]), "full-synthetic-val")
+    table = _table(build_tables(s, ["full"], options=REF), "full-synthetic-val")
     assert table.cells.loc["twin", "R-D-E-L"] == table.cells.loc["mlesam", "R-D-E-L"]
     assert "↑" not in table.cells.loc["twin", "R-D-E-L"] and "↓" not in table.cells.loc["twin", "R-D-E-L"]
 
@@ -120,13 +122,13 @@ def test_no_mark_without_a_significant_difference(tmp_path: Path):
 def test_intervals_and_seed_statistics_in_cells(tmp_path: Path):
     s = ResultsStore(tmp_path / "r.sqlite")
     run = _store_run(s, "mlesam", "full", quality=0.5, seed=0)
-    table = _table(build_tables(s, ["full"], options=TableOptions(ci=True)), "full-synthetic-val")
+    table = _table(build_tables(s, ["full"], options=TableOptions(ci=True, reference="mlesam")), "full-synthetic-val")
     row = s.results(run_ids=[run]).query("metric == 'miou'").iloc[0]
     assert table.cells.loc["mlesam", "R-D-E-L"] == (f"{100 * row.value:.2f} [{100 * row.ci_low:.2f}, "
                                                    f"{100 * row.ci_high:.2f}]")
     for seed, quality in ((0, 0.5), (1, 0.6), (2, 0.55)):
         _store_run(s, "cmnext", "full", quality=quality, seed=10 + seed, group="g1", run_seed=seed)
-    pooled = _table(build_tables(s, ["full"], options=TableOptions(seeds=True)), "full-synthetic-val")
+    pooled = _table(build_tables(s, ["full"], options=TableOptions(seeds=True, reference="mlesam")), "full-synthetic-val")
     values = 100 * s.results().query("method == 'cmnext' and metric == 'miou'")["value"]
     assert len(values) == 3
     assert pooled.cells.loc["cmnext", "R-D-E-L"] == f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
@@ -159,7 +161,7 @@ def test_splits_are_never_pooled(tmp_path: Path):
     s = ResultsStore(tmp_path / "r.sqlite")
     _store_run(s, "mlesam", "full", split="val", quality=0.5)
     _store_run(s, "mlesam", "full", split="test", quality=0.7, seed=5)
-    names = sorted(t.name for t in build_tables(s, ["full"]))
+    names = sorted(t.name for t in build_tables(s, ["full"], options=REF))
     assert names == ["full-synthetic-test", "full-synthetic-val"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from methods.base import register_method
+from methods.mlesam import commands  # noqa: F401  (registers pretrain and bench lora)
 from methods.mlesam.model import MLESAM, MLESAMConfig, make_config
 from mlebench.data.base import DatasetInfo
 
@@ -20,7 +21,7 @@ VARIANTS = {
 
 
 def _register(name: str, fusion: str, aux_head: bool) -> None:
-    @register_method(name)
+    @register_method(name, weights_option="sam2_checkpoint", default=name == "mlesam")
     def build(info: DatasetInfo, modalities: Sequence[str], preset: str, **overrides: Any) -> MLESAM:
         config = make_config(preset, **{"fusion": fusion, "aux_head": aux_head, **overrides})
         return MLESAM(info, modalities, preset, config)

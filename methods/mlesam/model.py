@@ -153,6 +153,7 @@ class ModalityFeatures(NamedTuple):
 
 class MLESAM(SegmentationMethod):
     size_multiple = 32  # Hiera tiles its 8x8 windowed positional embedding at stride 4
+    versioned_packages = ("sam2",)
     def __init__(self, info: DatasetInfo, modalities: Sequence[str], preset: str, config: MLESAMConfig) -> None:
         super().__init__(info, modalities, preset)
         self.config = config

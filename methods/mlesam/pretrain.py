@@ -66,7 +66,7 @@ def pretrain_tiny_sam2(
         "trunk": dataclasses.asdict(model.config.trunk),
         "d_model": model.config.d_model,
         "final_loss": losses[-1],
-        "versions": package_versions(),
+        "versions": package_versions(extra=("sam2",)),
     }
     out = Path(out)
     with atomic_path(out) as tmp:

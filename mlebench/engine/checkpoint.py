@@ -42,7 +42,7 @@ def save_checkpoint(method: Any, path: str | Path, extra: dict[str, Any] | None 
         "format": CHECKPOINT_FORMAT,
         **checkpoint_identity(method),
         "config": method.config_dict(),
-        "versions": package_versions(),
+        "versions": package_versions(extra=getattr(method, "versioned_packages", ())),
         "state_dict": method.trainable_state_dict(),
         "extra": extra or {},
     }

@@ -34,6 +34,8 @@ from tqdm import tqdm
 
 from mlebench.corruptions import Corruption, corrupt_batch
 from mlebench.data.transforms import normalize_modality
+from mlebench.distributed import gather_objects, is_distributed, world_size
+from mlebench.distributed import rank as process_rank
 from mlebench.metrics import ConfusionMatrix, per_sample_counts
 from mlebench.protocols.base import ALL, CaseResult, EvalCase
 
@@ -153,9 +155,8 @@ class PixelSampler:
                 self.keys[cls], self.feats[cls] = k[keep], f[keep]
 
     def result(self) -> dict[int, Any]:
-        if dist.is_available() and dist.is_initialized():
-            gathered: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, (self.keys, self.feats, dict(self.seen)))
+        if is_distributed():
+            gathered = gather_objects((self.keys, self.feats, dict(self.seen)))
             merged = PixelSampler(self.n, self.seed)
             for keys, feats, seen in gathered:
                 for cls in keys:
@@ -226,8 +227,8 @@ def evaluate_cases(
     method.to(device).eval()
     for case in cases:
         method.check_subset(case.test_modalities)
-    distributed = dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    distributed = is_distributed()
+    rank, world = process_rank(), world_size()
     sampler = ShardSampler(len(dataset), rank, world)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
     info = dataset.info
@@ -308,7 +309,5 @@ def evaluate_cases(
 def _gather_sorted(items: list[tuple[int, str, np.ndarray]], distributed: bool) -> list[tuple[int, str, np.ndarray]]:
     """All ranks' per-sample records, in data-set order (as one process would have them)."""
     if distributed:
-        gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, items)
-        items = [item for part in gathered for item in part]
+        items = [item for part in gather_objects(items) for item in part]
     return sorted(items, key=lambda item: item[0])

@@ -18,7 +18,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from mlebench.config import (  # noqa: F401  (RunSpec lives in mlebench.config; importable from here too)
     RunSpec,
@@ -31,20 +30,13 @@ from mlebench.data import dataset_info, load_dataset
 from mlebench.engine.checkpoint import load_checkpoint
 from mlebench.engine.evaluate import ShardSampler, evaluate_cases, missing_policy
 from mlebench.engine.train import EpochBatches, ProgressLines, TrainConfig, check_resume, train
+from mlebench.distributed import rank, world_size
 from mlebench.errors import ConfigError, DataError
 from mlebench.signals import terminate_as_exception
 from mlebench.protocols import CaseResult, SummaryRow, get_protocol
 from mlebench.results import ResultsStore, case_counts, git_commit, package_versions, result_rows
 from mlebench.results.provenance import runtime_provenance
 
-# Training defaults per preset (the paper's: 1024² crops, batch 6, 100 epochs, bf16 on GPU).
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"steps": 500, "batch_size": 8, "crop_size": 128, "base_size": 256, "lr": 1e-3},
-    "paper": {"batch_size": 6, "crop_size": 1024, "base_size": 1024, "lr": 1e-4, "amp": True},
-}
-PAPER_EPOCHS = 100
-# Evaluation short side per preset (None: native size); the DELIVER reference evaluates at 1024.
-EVAL_SIZE: dict[str, int | None] = {"tiny": None, "paper": 1024}
 #: where checkpoints (by default) and figures go
 RUNS_DIR = Path("runs")
 
@@ -58,15 +50,18 @@ class RunOutcome:
     rows: list[Any] = field(default_factory=list)
 
 
-def train_config(spec: RunSpec, n_train: int) -> TrainConfig:
-    options = {**TRAIN_PRESETS[spec.preset], **spec.train_options}
+def train_config(spec: RunSpec, n_train: int, method: Any) -> TrainConfig:
+    """The method's recipe for the preset (``train_defaults``), then the run's options."""
+    defaults = dict(method.train_defaults(spec.preset))
+    recipe_epochs = defaults.pop("epochs", None)
+    options = {**defaults, **spec.train_options}
     options.update(seed=spec.seed, device=spec.device)
     if spec.steps is not None:
         options["steps"] = spec.steps
-    epochs = spec.epochs if spec.epochs is not None else (PAPER_EPOCHS if "steps" not in options else None)
+    epochs = spec.epochs if spec.epochs is not None else (recipe_epochs if "steps" not in options else None)
     if epochs is not None and spec.steps is None:
         # Batches per epoch as the sampler deals them: under torchrun each rank takes its shard.
-        per_epoch = EpochBatches(n_train, options.get("batch_size", 8), spec.seed, 0, _world()).per_epoch
+        per_epoch = EpochBatches(n_train, options.get("batch_size", 8), spec.seed, 0, world_size()).per_epoch
         options["steps"] = epochs * per_epoch
     if options.get("amp") and not str(spec.device).startswith("cuda"):
         options["amp"] = False  # bf16 autocast is for the GPU; CPU runs stay in fp32
@@ -75,10 +70,6 @@ def train_config(spec: RunSpec, n_train: int) -> TrainConfig:
     if unknown:
         raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     return TrainConfig(**options)
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def default_train_checkpoint(spec: RunSpec, modalities: Sequence[str]) -> Path:
@@ -130,7 +121,7 @@ def train_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool
     check_checkpoint_target(out, train_set.root, _checkpoint_option(spec))
     torch.manual_seed(spec.seed)
     method = build_method(spec.method, info, modalities, spec.preset, **spec.method_options)
-    config = train_config(spec, len(train_set))
+    config = train_config(spec, len(train_set), method)
     if spec.resume:
         check_resume(method, out, config)
     echo(f"training {spec.method} ({spec.preset}) on {info.name} {'-'.join(modalities)} "
@@ -158,7 +149,7 @@ def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool =
     modalities = tuple(spec.train_modalities or info.defaults)
     protocol = get_protocol(spec.protocol, **spec.protocol_options)
     cases = protocol.cases(modalities, info)
-    if _rank() == 0:
+    if rank() == 0:
         check_writable_file(spec.results, "--results", in_place=True)
         check_writable_dir(RUNS_DIR, "the runs folder (checkpoints and figures)")
         if spec.checkpoint is None and spec.save_checkpoint is not None:
@@ -171,13 +162,13 @@ def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool =
     train_set = None if spec.checkpoint else load_dataset(spec.dataset, eval_set.root, "train", modalities)
     torch.manual_seed(spec.seed)
     method = build_method(spec.method, info, modalities, spec.preset, **spec.method_options)
-    config = train_config(spec, len(train_set)) if train_set is not None else None
+    config = train_config(spec, len(train_set), method) if train_set is not None else None
     if spec.checkpoint is not None:
         load_checkpoint(method, spec.checkpoint)  # a mismatch fails here, before anything is written
         echo(f"loaded {spec.checkpoint}")
     elif spec.resume:
         check_resume(method, spec.save_checkpoint, config)
-    store = ResultsStore(spec.results) if _rank() == 0 else None
+    store = ResultsStore(spec.results) if rank() == 0 else None
     run_id = None
     if store is not None:
         run_id = store.start_run(
@@ -187,16 +178,16 @@ def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool =
                 "protocol": spec.protocol, "method": method.config_dict(),
                 "train": dataclasses.asdict(config) if config else None,
                 "checkpoint": str(spec.checkpoint) if spec.checkpoint else None,
-                "eval_split": spec.eval_split, "eval_size": EVAL_SIZE[spec.preset],
+                "eval_split": spec.eval_split, "eval_size": method.eval_size(spec.preset),
                 "missing_modality": missing_policy(method),
                 "frozen_source": method.frozen_source, "miou_convention": info.miou_convention,
-                "feature_cache": spec.feature_cache, "world_size": _world(),
+                "feature_cache": spec.feature_cache, "world_size": world_size(),
                 "bootstrap": dataclasses.asdict(spec.bootstrap),
                 "parameters": {k: v for k, v in method.parameter_report().items() if k in ("trainable", "frozen")},
             },
-            seed=spec.seed, git_commit=git_commit(), versions=package_versions(),
+            seed=spec.seed, git_commit=git_commit(), versions=package_versions(extra=getattr(method, "versioned_packages", ())),
             protocol=spec.protocol, split=spec.eval_split, miou_convention=info.miou_convention,
-            group_id=spec.group_id, provenance=runtime_provenance(spec.seed, _world()),
+            group_id=spec.group_id, provenance=runtime_provenance(spec.seed, world_size()),
         )  # fmt: skip
     try:
         checkpoint = spec.checkpoint
@@ -212,15 +203,15 @@ def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool =
         # Qualitative figure: predictions of the training modalities on clean samples.
         shown = [c for c in cases if c.test_modalities == modalities and c.corruption is None][:1]
         passes = 1 if spec.feature_cache and method.separable_encoder else len(cases)
-        counted = eval_set if report is None or _rank() != 0 else CountingDataset(
+        counted = eval_set if report is None or rank() != 0 else CountingDataset(
             eval_set, report, passes, spec.eval_batch_size, report_every)
         results = evaluate_cases(
             method, counted, cases, batch_size=spec.eval_batch_size, device=spec.device,
             feature_cache=spec.feature_cache, base_seed=spec.seed, progress=progress,
-            collect_pixels=protocol.collect_pixels, eval_size=EVAL_SIZE[spec.preset], keep_predictions=shown,
+            collect_pixels=protocol.collect_pixels, eval_size=method.eval_size(spec.preset), keep_predictions=shown,
         )  # fmt: skip
         artifacts = RUNS_DIR / (run_id or "run")
-        summary = protocol.summary(results, modalities, artifacts=artifacts) if _rank() == 0 else []
+        summary = protocol.summary(results, modalities, artifacts=artifacts) if rank() == 0 else []
         rows = []
         if store is not None:
             _qualitative_figure(results, eval_set, modalities, artifacts / "predictions.png")
@@ -243,7 +234,7 @@ class CountingDataset:
     def __init__(self, dataset: Any, report: Callable[[str], None], passes: int, batch_size: int,
                  every: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.dataset, self.passes, self.batch_size = dataset, passes, batch_size
-        self.per_pass = len(ShardSampler(len(dataset), _rank(), _world()))
+        self.per_pass = len(ShardSampler(len(dataset), rank(), world_size()))
         self.read = 0
         self.lines = ProgressLines(report, "eval", passes * self.per_pass, "sample", every, clock)
 
@@ -373,10 +364,6 @@ def _qualitative_figure(results: Sequence[CaseResult], dataset: Any, modalities:
     render_predictions(samples, predictions, dataset.info, modalities, out, title=kept.case.label)
 
 
-def _world() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 def format_results(results: Sequence[CaseResult], summary: Sequence[SummaryRow], rows: Sequence[Any] = ()) -> str:
     """A readable table: one line per case, then the protocol's summary numbers; with the stored
     ``rows``, each mIoU-type value shows its 95% bootstrap interval."""
@@ -400,15 +387,3 @@ def format_results(results: Sequence[CaseResult], summary: Sequence[SummaryRow],
         key = (tuple(s.test_modalities), s.condition, s.corruption, s.metric)
         lines.append(f"{label:<{width}}  {scale * s.value:7.2f}  {ci(key):^16}")
     return "\n".join(lines)
-
-
-def init_distributed(device: str) -> bool:
-    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA)."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return False
-    if not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend=backend)
-        if device.startswith("cuda"):
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    return True

@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from mlebench.data.augment import TrainAugment, TrainingView
+from mlebench.distributed import is_distributed, world_size
+from mlebench.distributed import rank as process_rank
 from mlebench.engine.checkpoint import checkpoint_identity, load_checkpoint, read_checkpoint, save_checkpoint
 from mlebench.errors import ConfigError, MlebenchError
 
@@ -181,12 +182,6 @@ class EpochBatches(Sampler[list[int]]):
         return 1 << 62
 
 
-def _distributed() -> tuple[bool, int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return True, dist.get_rank(), dist.get_world_size()
-    return False, 0, 1
-
-
 def train(
     method: torch.nn.Module,
     dataset: Any,
@@ -204,10 +199,12 @@ def train(
     ``report``: where a progress line goes every ``report_every`` seconds of ``clock``.
     """
     device = torch.device(config.device)
-    distributed, rank, world = _distributed()
+    distributed, rank, world = is_distributed(), process_rank(), world_size()
     method.to(device).train()
     params = [p for p in method.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    # The method's own parameter groups (e.g. no weight decay on norms, another lr for a head).
+    groups = method.optimizer_groups(config.lr) if hasattr(method, "optimizer_groups") else [{"params": params}]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     warmup = int(config.warmup_fraction * config.steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_poly_factor(s, config.steps, warmup, config.warmup_ratio, config.power)

@@ -36,7 +36,7 @@ SIGNIFICANCE = 0.05
 class TableOptions:
     ci: bool = False
     seeds: bool = False
-    reference: str | None = "mlesam"
+    reference: str | None = None  # the method Δ rows and marks compare with (the CLI passes its default)
     significance: bool = True
 
 

@@ -20,8 +20,9 @@ import torch
 CORE_PACKAGES = ("mlebench", "torch", "numpy")
 
 
-def package_versions(extra: Iterable[str] = ("sam2",)) -> dict[str, str]:
-    """Installed versions of :data:`CORE_PACKAGES` and ``extra`` ("unknown" when absent)."""
+def package_versions(extra: Iterable[str] = ()) -> dict[str, str]:
+    """Installed versions of :data:`CORE_PACKAGES` and ``extra`` (a method's ``versioned_packages``;
+    "unknown" when absent)."""
     versions = {}
     for name in (*CORE_PACKAGES, *extra):
         try:

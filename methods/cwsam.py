@@ -1,0 +1,569 @@
+"""CWSAM (ClassWise-SAM-Adapter), after the reference code xypu98/CWSAM, as a multi-modal baseline.
+
+Encoder: segment_anything's ``ImageEncoderViT`` (SAM ViT-B in the ``paper`` preset), frozen, and
+run block by block by :meth:`CWSAM._encode` (patch embedding, absolute positional embedding
+(bicubically resized when the token grid differs from ``image_size / 16``), the blocks, the neck),
+with three trainable additions as in the reference's ``image_encoder.py``:
+
+* a **space adapter** after attention in every block: ``y + fc2(GELU(fc1(y)))`` on the attention
+  output ``y`` (before the window un-partition and the residual), width ``dim -> dim/4 -> dim``;
+* a **MLP adapter** parallel to the MLP in every block: ``x + mlp(n) + s * fc2(GELU(fc1(n)))``
+  with ``n = norm2(x)``, no skip of its own, ``s = 0.5`` (the reference ``Block``'s ``scale``);
+* the **prompt generator**: ``embedding_generator`` (Linear ``dim -> dim/r``) of the patch
+  embedding (before the positional embedding), plus ``handcrafted_generator`` (a ``16x16``
+  stride-16 conv ``3 -> dim/r``) of the FFT-filtered image, summed; per block ``i`` a
+  ``lightweight_mlps[i]`` (Linear ``dim/r -> dim/r`` + GELU) and one ``shared_mlp`` (Linear
+  ``dim/r -> dim``) give the prompt added to the tokens before block ``i``; ``r = 32``
+  (the reference's ``scale_factor``), FFT mask a centred square of area ``0.25`` (``freq_nums``).
+
+The adapters are attached with forward hooks on each block's frozen ``attn`` and ``mlp``, so the
+ViT and its module names stay segment_anything's (a SAM checkpoint loads one to one) and with no
+modality active the encoder *is* the plain frozen ViT.
+
+**FFT band.** The reference's prompt generator is configured ``prompt_type='highpass'``, but its
+``fft`` returns the *low-pass* image ``|ifft2(ifftshift(fftshift(fft2(x)) * mask))|`` (the
+high-pass one is computed and discarded). We follow the code: ``fft_band="low"`` (default);
+``fft_band="high"`` uses ``1 - mask``.
+
+Decoder (the reference's class-wise ``MaskDecoder``): SAM's two-way transformer on the image
+embedding plus the no-mask dense embedding, with SAM's output tokens (IoU token and four mask
+tokens; the reference calls it with ``multimask_output=False``, so only mask token 0 and
+hypernetwork MLP 0 produce the output). ``output_upscaling`` runs on both the transformer's
+output and its input (skip), the two are concatenated (``d/8 + d/8 = d/4`` channels) and
+``cls_upscaling`` (ConvT 2x2 s2, LayerNorm2d, GELU, Conv 7x7 s2 to ``d/8 * K`` channels, GELU)
+gives, per pixel, one ``d/8`` vector per class; the hypernetwork output dotted with each class's
+vector gives K logits at stride 4 (channel ``c * K + k`` belongs to class ``k``, the reference's
+``view`` layout), upsampled bilinearly to the input size. The whole decoder is trainable (the
+reference freezes only the image encoder), and so is the no-mask embedding (in the reference it
+sits outside the encoder); the positional encoding (a fixed random Gaussian matrix) is frozen.
+
+Trainable parameters, counted as used. The reference also builds, and counts as trainable, a
+``Depth_Adapter`` in every block that its forward never calls, the IoU prediction head whose
+output it discards, and hypernetwork MLPs 1-3 of the unused mask tokens; none is built here, so
+the parameter report counts only what takes part in the forward pass (for ViT-B the unused depth
+adapters alone would add 12 x 295,872 = 3,550,464). The four mask tokens are kept: tokens 1-3
+still attend with token 0 in the transformer.
+
+Multi-modality (the paper does not say how CWSAM is made multi-modal), option ``fusion``:
+
+* ``"separate"`` (default): one set of adapters and one prompt generator per modality on the one
+  shared frozen ViT, one class-wise decoder shared by all modalities; the prediction is the mean
+  of the per-modality logits over the modalities present. This is how the paper treats its
+  SAM-LoRA baseline (per-modality tuning of a shared frozen SAM), and it keeps the encoder
+  separable: ``encode(m, x)`` depends on modality ``m`` only, so the evaluator's feature cache works
+  and any non-empty subset of the training modalities can be decoded.
+* ``"shared"``: one set of adapters and one prompt generator for all modalities; otherwise the
+  same (per-modality decoding, logits averaged).
+
+Loss: the reference trains with plain ``nn.CrossEntropyLoss`` (class weights optional, none in
+its configs' default); here cross-entropy with ``ignore_index=255`` on the averaged logits.
+
+Frozen weights: a SAM checkpoint in segment_anything's format (``sam_checkpoint`` /
+:meth:`CWSAM.load_pretrained`, strict and explained) or, without one, a fixed seed
+(``frozen_source`` "sam:<sha256 prefix>" or "seed:N").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import math
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import ImageEncoderViT, TwoWayTransformer
+from segment_anything.modeling.common import LayerNorm2d
+from segment_anything.modeling.mask_decoder import MLP
+from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
+from torch import nn
+
+from methods.base import MethodOutput, SegmentationMethod, register_method
+from mlebench.data.base import DatasetInfo
+from mlebench.errors import ConfigError
+
+FUSIONS = ("separate", "shared")
+FFT_BANDS = ("low", "high")
+SHARED_KEY = "shared"
+
+
+@dataclass(frozen=True)
+class CWSAMConfig:
+    """Every CWSAM setting; reference values unless marked (choice)."""
+
+    image_size: int  # the positional embedding's size (SAM: 1024)
+    embed_dim: int
+    depth: int
+    num_heads: int
+    global_attn_indexes: tuple[int, ...]
+    window_size: int
+    out_chans: int  # the neck's and the decoder's width
+    patch_size: int = 16
+    mlp_ratio: float = 4.0
+    use_rel_pos: bool = True
+    decoder_depth: int = 2
+    decoder_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    num_mask_tokens: int = 4  # SAM's 3 multimask + 1 (only token 0 predicts)
+    adapter_ratio: float = 0.25  # dim -> dim/4 -> dim
+    mlp_adapter_scale: float = 0.5
+    prompt_scale_factor: int = 32  # prompt generator width dim / 32
+    freq_nums: float = 0.25  # area of the FFT mask's centred square
+    fft_band: str = "low"  # what the reference's fft returns (see the module docstring)
+    fusion: str = "separate"  # (choice) separate | shared
+    zero_init_adapters: bool = False  # (choice, off in the reference) start as the frozen ViT
+    sam_checkpoint: str | None = None
+    init_seed: int = 0  # seed of the frozen parts when no checkpoint is given
+
+    def validate(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ConfigError(f"unknown fusion {self.fusion!r}; known: {', '.join(FUSIONS)}")
+        if self.fft_band not in FFT_BANDS:
+            raise ConfigError(f"unknown fft_band {self.fft_band!r}; known: {', '.join(FFT_BANDS)}")
+        if self.image_size % self.patch_size:
+            raise ConfigError(f"image_size {self.image_size} is not a multiple of {self.patch_size}")
+        if self.embed_dim % self.prompt_scale_factor or self.embed_dim // self.prompt_scale_factor < 1:
+            raise ConfigError(f"embed_dim {self.embed_dim} is not divisible by {self.prompt_scale_factor}")
+        if self.out_chans % 8:
+            raise ConfigError(f"out_chans {self.out_chans} is not a multiple of 8")
+        if any(not 0 <= i < self.depth for i in self.global_attn_indexes):
+            raise ConfigError(f"global_attn_indexes {self.global_attn_indexes} outside 0..{self.depth - 1}")
+        if not 0.0 < self.freq_nums <= 1.0:
+            raise ConfigError(f"freq_nums {self.freq_nums} is not in (0, 1]")
+
+
+PRESET_CONFIGS = {
+    # SAM ViT-B (segment_anything.build_sam_vit_b) and the reference's decoder
+    "paper": CWSAMConfig(
+        image_size=1024, embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11),
+        window_size=14, out_chans=256,
+    ),
+    # (choice) a 4-block ViT for CPU runs at 64-256 px, small decoder, prompt width 96/8 = 12
+    "tiny": CWSAMConfig(
+        image_size=256, embed_dim=96, depth=4, num_heads=3, global_attn_indexes=(1, 3), window_size=8,
+        out_chans=64, decoder_heads=4, decoder_mlp_dim=256, prompt_scale_factor=8,
+    ),
+}
+
+TRAIN_DEFAULTS = {
+    "tiny": {"steps": 500, "batch_size": 8, "crop_size": 128, "base_size": 256, "lr": 1e-3},
+    "paper": {"batch_size": 6, "crop_size": 1024, "base_size": 1024, "lr": 1e-4, "amp": True, "epochs": 100},
+}
+EVAL_SIZES = {"tiny": None, "paper": 1024}
+
+
+def make_config(preset: str, **overrides: Any) -> CWSAMConfig:
+    """The preset's config with ``overrides``; unknown keys are a ConfigError listing the known."""
+    if preset not in PRESET_CONFIGS:
+        raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(PRESET_CONFIGS)}")
+    known = {f.name for f in dataclasses.fields(CWSAMConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"unknown CWSAM option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    if "global_attn_indexes" in overrides:
+        overrides["global_attn_indexes"] = tuple(overrides["global_attn_indexes"])
+    config = dataclasses.replace(PRESET_CONFIGS[preset], **overrides)
+    config.validate()
+    return config
+
+
+# --- the encoder's trainable parts ------------------------------------------------------------
+class Adapter(nn.Module):
+    """``fc2(GELU(fc1(x)))``, plus ``x`` when ``skip`` (the reference's ``Adapter``)."""
+
+    def __init__(self, dim: int, ratio: float, skip: bool) -> None:
+        super().__init__()
+        self.skip = skip
+        self.fc1 = nn.Linear(dim, int(dim * ratio))
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(int(dim * ratio), dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fc2(self.act(self.fc1(x)))
+        return x + out if self.skip else out
+
+
+class BlockAdapters(nn.Module):
+    """One block's space adapter (after attention, with skip) and MLP adapter (parallel, no skip)."""
+
+    def __init__(self, dim: int, ratio: float) -> None:
+        super().__init__()
+        self.space = Adapter(dim, ratio, skip=True)
+        self.mlp = Adapter(dim, ratio, skip=False)
+
+
+def fft_filter(x: torch.Tensor, rate: float, band: str) -> torch.Tensor:
+    """``|ifft2(F * M)|`` with ``F`` the centred spectrum of ``x`` and ``M`` a centred square of
+    relative area ``rate`` (``band="low"``) or its complement (``"high"``), per image and channel."""
+    h, w = x.shape[-2:]
+    line = int((h * w * rate) ** 0.5 // 2)
+    mask = torch.zeros(h, w, device=x.device, dtype=torch.float32)
+    mask[h // 2 - line : h // 2 + line, w // 2 - line : w // 2 + line] = 1
+    if band == "high":
+        mask = 1 - mask
+    spectrum = torch.fft.fftshift(torch.fft.fft2(x.float(), norm="forward"), dim=(-2, -1))
+    filtered = torch.fft.ifft2(torch.fft.ifftshift(spectrum * mask, dim=(-2, -1)), norm="forward")
+    return filtered.real.abs().to(x.dtype)
+
+
+class PromptGenerator(nn.Module):
+    """Per-block prompts from the patch embedding and the FFT-filtered image (reference names)."""
+
+    def __init__(self, dim: int, depth: int, scale_factor: int, patch_size: int, freq_nums: float, band: str) -> None:
+        super().__init__()
+        hidden = dim // scale_factor
+        self.freq_nums = freq_nums
+        self.band = band
+        self.embedding_generator = nn.Linear(dim, hidden)
+        self.handcrafted_generator = nn.Conv2d(3, hidden, kernel_size=patch_size, stride=patch_size)
+        self.lightweight_mlps = nn.ModuleList(nn.Sequential(nn.Linear(hidden, hidden), nn.GELU()) for _ in range(depth))
+        self.shared_mlp = nn.Linear(hidden, dim)
+        self.apply(_reference_init)
+
+    def forward(self, image: torch.Tensor, patches: torch.Tensor) -> list[torch.Tensor]:
+        """Prompts (B, h, w, dim), one per block, for ``image`` (B, 3, H, W) and its patch
+        embedding ``patches`` (B, h, w, dim)."""
+        handcrafted = self.handcrafted_generator(fft_filter(image, self.freq_nums, self.band))
+        features = handcrafted.permute(0, 2, 3, 1) + self.embedding_generator(patches)
+        return [self.shared_mlp(mlp(features)) for mlp in self.lightweight_mlps]
+
+
+def _reference_init(m: nn.Module) -> None:
+    """The reference's ``_init_weights`` (prompt generator and mask decoder)."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+    elif type(m) is nn.Conv2d:
+        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+        nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+# --- the class-wise decoder -------------------------------------------------------------------
+class ClassWiseMaskDecoder(nn.Module):
+    """The reference's class-wise mask decoder; SAM's ``MaskDecoder`` names for the SAM parts."""
+
+    def __init__(self, dim: int, transformer: nn.Module, num_classes: int, num_mask_tokens: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.transformer = transformer
+        self.iou_token = nn.Embedding(1, dim)
+        self.mask_tokens = nn.Embedding(num_mask_tokens, dim)
+        self.output_upscaling = nn.Sequential(
+            nn.ConvTranspose2d(dim, dim // 4, kernel_size=2, stride=2),
+            LayerNorm2d(dim // 4),
+            nn.GELU(),
+            nn.ConvTranspose2d(dim // 4, dim // 8, kernel_size=2, stride=2),
+            nn.GELU(),
+        )
+        # only mask token 0's hypernetwork is used (multimask_output=False in the reference)
+        self.output_hypernetworks_mlps = nn.ModuleList([MLP(dim, dim, dim // 8, 3)])
+        self.cls_upscaling = nn.Sequential(
+            nn.ConvTranspose2d(dim // 4, dim // 4, kernel_size=2, stride=2),
+            LayerNorm2d(dim // 4),
+            nn.GELU(),
+            nn.Conv2d(dim // 4, dim // 8 * num_classes, kernel_size=7, stride=2, padding=3),
+            nn.GELU(),
+        )
+        self.apply(_reference_init)
+
+    def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """K-class logits (B, K, 4h, 4w) from image embeddings (B, d, h, w), no sparse prompts."""
+        b = image_embeddings.shape[0]
+        tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight]).unsqueeze(0).expand(b, -1, -1)
+        src = image_embeddings + dense
+        hs, out = self.transformer(src, image_pe.expand(b, -1, -1, -1), tokens.to(src.dtype))
+        out = out.transpose(1, 2).reshape(src.shape)
+        hyper = self.output_hypernetworks_mlps[0](hs[:, 1])  # mask token 0: (B, d/8)
+        skip = torch.cat([self.output_upscaling(out), self.output_upscaling(src)], dim=1)
+        per_class = self.cls_upscaling(skip)  # (B, d/8 * K, 4h, 4w), channel c * K + k
+        c = hyper.shape[1]
+        per_class = per_class.reshape(b, c, self.num_classes, *per_class.shape[-2:])
+        return torch.einsum("bc,bckhw->bkhw", hyper, per_class)
+
+
+class PromptEmbeddings(nn.Module):
+    """The two parts of SAM's ``PromptEncoder`` that prompt-free decoding uses (SAM's names)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.pe_layer = PositionEmbeddingRandom(dim // 2)
+        self.no_mask_embed = nn.Embedding(1, dim)
+
+
+# --- the method -------------------------------------------------------------------------------
+class CWSAM(SegmentationMethod):
+    size_multiple = 16  # the ViT's patch size
+    versioned_packages = ("segment-anything",)
+
+    def __init__(self, info: DatasetInfo, modalities: Sequence[str], preset: str, config: CWSAMConfig) -> None:
+        super().__init__(info, modalities, preset)
+        config.validate()
+        self.config = config
+        self.variant = config.fusion
+        c = config
+        # The frozen parts come from a SAM checkpoint or a fixed seed, so that a checkpoint of the
+        # trainable weights alone reproduces the model.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c.init_seed)
+            self.image_encoder = ImageEncoderViT(
+                img_size=c.image_size, patch_size=c.patch_size, in_chans=3, embed_dim=c.embed_dim, depth=c.depth,
+                num_heads=c.num_heads, mlp_ratio=c.mlp_ratio, out_chans=c.out_chans, qkv_bias=True,
+                norm_layer=partial(nn.LayerNorm, eps=1e-6), act_layer=nn.GELU, use_abs_pos=True,
+                use_rel_pos=c.use_rel_pos, rel_pos_zero_init=True, window_size=c.window_size,
+                global_attn_indexes=c.global_attn_indexes,
+            )  # fmt: skip
+            self.prompt_encoder = PromptEmbeddings(c.out_chans)
+        self.frozen_source = f"seed:{c.init_seed}"
+        self.image_encoder.requires_grad_(False)
+        keys = list(self.modalities) if c.fusion == "separate" else [SHARED_KEY]
+        self.adapters = nn.ModuleDict(
+            {k: nn.ModuleList(BlockAdapters(c.embed_dim, c.adapter_ratio) for _ in range(c.depth)) for k in keys}
+        )
+        self.prompt_generators = nn.ModuleDict(
+            {
+                k: PromptGenerator(c.embed_dim, c.depth, c.prompt_scale_factor, c.patch_size, c.freq_nums, c.fft_band)
+                for k in keys
+            }
+        )
+        if c.zero_init_adapters:
+            self.zero_adapters()
+        self.mask_decoder = ClassWiseMaskDecoder(
+            c.out_chans,
+            TwoWayTransformer(depth=c.decoder_depth, embedding_dim=c.out_chans, mlp_dim=c.decoder_mlp_dim,
+                              num_heads=c.decoder_heads),
+            self.num_classes, c.num_mask_tokens,
+        )  # fmt: skip
+        self._active: str | None = None
+        for i, block in enumerate(self.image_encoder.blocks):
+            block.attn.register_forward_hook(self._space_hook(i))
+            block.mlp.register_forward_hook(self._mlp_hook(i))
+        if c.sam_checkpoint:
+            self.load_pretrained(c.sam_checkpoint)
+
+    # --- presets and training recipe ------------------------------------------------------
+    @classmethod
+    def train_defaults(cls, preset: str) -> dict[str, Any]:
+        return dict(TRAIN_DEFAULTS[preset])
+
+    @classmethod
+    def eval_size(cls, preset: str) -> int | None:
+        return EVAL_SIZES[preset]
+
+    def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Encoder additions (adapters, prompt generators) and the decoder, both at ``lr``."""
+        encoder = [p for p in (*self.adapters.parameters(), *self.prompt_generators.parameters()) if p.requires_grad]
+        decoder = [p for p in (*self.mask_decoder.parameters(), *self.prompt_encoder.parameters()) if p.requires_grad]
+        return [
+            {"name": "encoder_adapters", "params": encoder, "lr": lr},
+            {"name": "decoder", "params": decoder, "lr": lr},
+        ]
+
+    # --- adapters -----------------------------------------------------------------------------
+    def adapter_key(self, modality: str) -> str:
+        return modality if self.config.fusion == "separate" else SHARED_KEY
+
+    def zero_adapters(self) -> None:
+        """Zero every adapter's last layer and the prompt generators' output layer: the encoder
+        then computes exactly the frozen ViT."""
+        with torch.no_grad():
+            for blocks in self.adapters.values():
+                for block in blocks:
+                    for layer in (block.space.fc2, block.mlp.fc2):
+                        layer.weight.zero_()
+                        layer.bias.zero_()
+            for generator in self.prompt_generators.values():
+                generator.shared_mlp.weight.zero_()
+                generator.shared_mlp.bias.zero_()
+
+    def _space_hook(self, index: int):
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> torch.Tensor:
+            if self._active is None:
+                return output
+            return self.adapters[self._active][index].space(output)
+
+        return hook
+
+    def _mlp_hook(self, index: int):
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> torch.Tensor:
+            if self._active is None:
+                return output
+            return output + self.config.mlp_adapter_scale * self.adapters[self._active][index].mlp(inputs[0])
+
+        return hook
+
+    @contextlib.contextmanager
+    def active(self, key: str | None) -> Iterator[None]:
+        """Within the block the ViT's hooks apply ``key``'s adapters (``None``: the plain ViT)."""
+        previous, self._active = self._active, key
+        try:
+            yield
+        finally:
+            self._active = previous
+
+    # --- encode ---------------------------------------------------------------------------------
+    def _pos_embed(self, h: int, w: int) -> torch.Tensor:
+        pos = self.image_encoder.pos_embed
+        if pos.shape[1:3] == (h, w):
+            return pos
+        resized = F.interpolate(pos.permute(0, 3, 1, 2), size=(h, w), mode="bicubic", align_corners=False)
+        return resized.permute(0, 2, 3, 1)
+
+    def encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """The image embedding (B, out_chans, H/16, W/16) of one modality."""
+        self.check_subset([modality])
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ConfigError(f"cwsam: {modality} input must be (B, 3, H, W), got {tuple(x.shape)}")
+        if x.shape[-1] % self.size_multiple or x.shape[-2] % self.size_multiple:
+            raise ConfigError(f"cwsam: input size {tuple(x.shape[-2:])} is not a multiple of {self.size_multiple}")
+        return self.encode_with(self.adapter_key(modality), x)
+
+    def encode_with(self, key: str | None, x: torch.Tensor) -> torch.Tensor:
+        """The ViT with ``key``'s adapters and prompts (``None``: none, the frozen ViT)."""
+        vit = self.image_encoder
+        tokens = vit.patch_embed(x)  # (B, h, w, C)
+        if key is None:
+            prompts = [None] * len(vit.blocks)
+        else:
+            prompts = self.prompt_generators[key](x, tokens)
+        tokens = tokens + self._pos_embed(*tokens.shape[1:3]).to(tokens.dtype)
+        with self.active(key):
+            for block, prompt in zip(vit.blocks, prompts):
+                tokens = block(tokens if prompt is None else tokens + prompt)
+        return vit.neck(tokens.permute(0, 3, 1, 2))
+
+    # --- decode ---------------------------------------------------------------------------------
+    def decode_logits(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Class-wise logits at stride 4 for image embeddings (B, d, h, w)."""
+        b, d, h, w = embedding.shape
+        dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, d, 1, 1).to(embedding.dtype)
+        pe = self.prompt_encoder.pe_layer((h, w)).unsqueeze(0).to(embedding.dtype)
+        return self.mask_decoder(embedding, pe, dense)
+
+    def decode(self, features: Mapping[str, torch.Tensor], image_size: tuple[int, int]) -> MethodOutput:
+        """The mean over the present modalities of each one's decoded logits."""
+        self.check_subset(list(features))
+        present = [m for m in self.modalities if m in features]  # a fixed order
+        stacked = torch.cat([features[m] for m in present])  # one decoder pass for all
+        logits = self.decode_logits(stacked)
+        logits = logits.reshape(len(present), -1, *logits.shape[1:])  # (M, B, K, 4h, 4w)
+        # bilinear upsampling is linear: averaging at stride 4 and upsampling once is the mean
+        # of the upsampled per-modality logits
+        logits = F.interpolate(logits.mean(0), size=tuple(image_size), mode="bilinear", align_corners=False)
+        embedding = torch.stack([features[m] for m in present]).mean(0)
+        return MethodOutput(logits=logits, embedding=embedding)
+
+    def loss(self, output: MethodOutput, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(output.logits.float(), target, ignore_index=self.info.ignore_index)
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+    def parameter_groups(self) -> dict[str, Any]:
+        groups: dict[str, Any] = {}
+        for key in self.adapters:
+            groups[f"adapters.{key}"] = self.adapters[key]
+            groups[f"prompt_generator.{key}"] = self.prompt_generators[key]
+        groups["decoder"] = self.mask_decoder
+        groups["no_mask_embed"] = self.prompt_encoder.no_mask_embed
+        return groups
+
+    def config_dict(self) -> dict[str, Any]:
+        config = dataclasses.asdict(self.config)
+        config.pop("sam_checkpoint")  # where the frozen weights came from is run metadata
+        config["global_attn_indexes"] = list(config["global_attn_indexes"])
+        return config
+
+    def load_pretrained(self, path: str | Path) -> dict[str, Any]:
+        """Load SAM weights (segment_anything's checkpoint format) strictly; returns a summary.
+
+        Loaded (each must be present, with the same shape): the whole ``image_encoder``, the
+        prompt encoder's ``pe_layer`` and ``no_mask_embed``, and the SAM parts of the mask decoder
+        (transformer, IoU token, mask tokens, output upscaling, hypernetwork MLP 0). Fresh: the
+        adapters, the prompt generators and ``mask_decoder.cls_upscaling``. Ignored by name: the
+        SAM parts CWSAM does not use (point/mask prompt embeddings, the IoU head, hypernetwork
+        MLPs 1-3). Anything else is an error naming the keys.
+        """
+        state, digest = _read_sam_state(Path(path))
+        own = self.state_dict()
+        wanted = {k: v for k, v in own.items() if k.startswith(_SAM_PREFIXES) and not k.startswith(_FRESH)}
+        missing = sorted(k for k in wanted if k not in state)
+        unexpected = sorted(k for k in state if k not in wanted and not _ignored(k))
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"missing keys: {_listing(missing)}")
+            if unexpected:
+                parts.append(f"unexpected keys: {_listing(unexpected)}")
+            raise ConfigError(
+                f"SAM checkpoint {path} does not fit this CWSAM ({'; '.join(parts)}); "
+                "is it a segment_anything checkpoint of the preset's size (ViT-B for 'paper')?"
+            )
+        mismatched = [
+            f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in wanted.items() if state[k].shape != v.shape
+        ]
+        if mismatched:
+            raise ConfigError(f"SAM checkpoint {path}: shape mismatch: {_listing(mismatched, 4)}")
+        with torch.no_grad():
+            for key, value in wanted.items():
+                value.copy_(state[key])  # state_dict() tensors share storage with the parameters
+        self.frozen_source = f"sam:{digest[:16]}"
+        self.sam_load_summary = {
+            "sha256": digest,
+            "loaded": len(wanted),
+            "ignored": sorted(k for k in state if _ignored(k)),
+        }
+        return self.sam_load_summary
+
+
+_SAM_PREFIXES = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
+_FRESH = ("mask_decoder.cls_upscaling.",)
+_IGNORED = (
+    "prompt_encoder.point_embeddings.", "prompt_encoder.not_a_point_embed.", "prompt_encoder.mask_downscaling.",
+    "mask_decoder.iou_prediction_head.",
+)  # fmt: skip
+
+
+def _ignored(key: str) -> bool:
+    if key.startswith(_IGNORED):
+        return True
+    prefix = "mask_decoder.output_hypernetworks_mlps."
+    if key.startswith(prefix):
+        index = key[len(prefix) :].split(".", 1)[0]
+        return index.isdigit() and int(index) >= 1
+    return False
+
+
+def _listing(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def _read_sam_state(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    if not path.is_file():
+        raise ConfigError(f"SAM checkpoint {path} does not exist")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+        raise ConfigError(f"cannot read SAM checkpoint {path}: {exc}") from exc
+    state = blob.get("model", blob) if isinstance(blob, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"SAM checkpoint {path} holds no state dict")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return state, digest.hexdigest()
+
+
+@register_method("cwsam", weights_option="sam_checkpoint")
+def build_cwsam(info: DatasetInfo, modalities: Sequence[str], preset: str, **overrides: Any) -> CWSAM:
+    """CWSAM; options: the fields of :class:`CWSAMConfig` (``fusion``, ``sam_checkpoint``, ...)."""
+    return CWSAM(info, modalities, preset, make_config(preset, **overrides))
