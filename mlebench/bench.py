@@ -6,6 +6,8 @@ import dataclasses
 import time
 from typing import Any
 
+import torch
+
 from mlebench.timing import best_time as _best_time
 
 

@@ -9,7 +9,7 @@ writes a checkpoint:
 - :func:`validate_sections` checks each section against a typed schema (pydantic, strict: no
   ``"8"`` for an integer, no ``true`` for a number, no ``"no"`` for a flag):
 
-  * ``train``: the fields of :class:`mlebench.engine.train.TrainConfig` with their ranges
+  * ``train``: the fields of :class:`TrainConfig` with their ranges
     (``batch_size >= 1``, ``lr > 0``, ...); ``seed`` and ``device`` are refused (they are
     ``--seed`` and ``--device``);
   * ``method``: the fields of the method's own configuration dataclass, found from the method's
@@ -46,6 +46,25 @@ from mlebench.results.rows import BootstrapSpec
 SECTIONS = ("method", "train", "protocol")
 #: options of the ``train:`` section that only the command line sets
 CLI_ONLY_TRAIN_OPTIONS = {"seed": "--seed", "device": "--device"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 1e-3  # (choice) the paper gives no learning rate
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1  # share of the steps spent warming up (10 of 100 epochs)
+    warmup_ratio: float = 0.1  # the warm-up starts at this fraction of lr
+    power: float = 0.9
+    crop_size: int = 128
+    base_size: int | None = None  # short side the random scale is relative to (default: crop)
+    seed: int = 0
+    device: str = "cpu"
+    num_workers: int = 0
+    amp: bool = False  # bf16 autocast
+    log_every: int = 10
+    checkpoint_every: int = 0  # 0: only at the end (when a checkpoint path is given)
 
 
 @dataclass
@@ -181,8 +200,6 @@ def _type_hints(obj: Any) -> dict[str, Any]:
 
 def train_option_types() -> dict[str, Any]:
     """Name -> annotation of every ``train:`` option (TrainConfig's fields)."""
-    from mlebench.engine.train import TrainConfig
-
     hints = _type_hints(TrainConfig)
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(TrainConfig)}
 

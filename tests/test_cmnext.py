@@ -183,7 +183,7 @@ def test_train_and_eval_defaults():
     assert CMNeXt.train_defaults("tiny") == {"steps": 500, "batch_size": 8, "crop_size": 128,
                                              "base_size": 256, "lr": 1e-3}
     assert CMNeXt.train_defaults("paper") == {"batch_size": 2, "crop_size": 1024, "base_size": 1024,
-                                              "lr": 6e-5, "amp": True}
+                                              "lr": 6e-5, "amp": True, "epochs": 100}
     assert CMNeXt.eval_size("tiny") is None and CMNeXt.eval_size("paper") == 1024
     assert CMNeXt.versioned_packages == () and CMNeXt.size_multiple == 32
 

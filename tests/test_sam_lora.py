@@ -318,7 +318,7 @@ def test_options_defaults_and_errors():
     assert SAMLoRA.train_defaults("tiny") == {"steps": 500, "batch_size": 8, "crop_size": 128, "base_size": 256,
                                               "lr": 1e-3}
     assert SAMLoRA.train_defaults("paper") == {"batch_size": 6, "crop_size": 1024, "base_size": 1024, "lr": 1e-4,
-                                               "amp": True}
+                                               "amp": True, "epochs": 100}
     assert SAMLoRA.eval_size("tiny") is None and SAMLoRA.eval_size("paper") == 1024
     # The frozen init is a function of the seed: two builds agree, another seed differs.
     a, b = _tiny(("rgb",)), _tiny(("rgb",))

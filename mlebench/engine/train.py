@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -32,29 +31,11 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from mlebench.data.augment import TrainAugment, TrainingView
+from mlebench.config import TrainConfig  # noqa: F401  (the training options live with the rest of a run's)
 from mlebench.distributed import is_distributed, world_size
 from mlebench.distributed import rank as process_rank
 from mlebench.engine.checkpoint import checkpoint_identity, load_checkpoint, read_checkpoint, save_checkpoint
 from mlebench.errors import ConfigError, MlebenchError
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 300
-    batch_size: int = 8
-    lr: float = 1e-3  # (choice) the paper gives no learning rate
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.1  # share of the steps spent warming up (10 of 100 epochs)
-    warmup_ratio: float = 0.1  # the warm-up starts at this fraction of lr
-    power: float = 0.9
-    crop_size: int = 128
-    base_size: int | None = None  # short side the random scale is relative to (default: crop)
-    seed: int = 0
-    device: str = "cpu"
-    num_workers: int = 0
-    amp: bool = False  # bf16 autocast
-    log_every: int = 10
-    checkpoint_every: int = 0  # 0: only at the end (when a checkpoint path is given)
 
 
 def warmup_poly_factor(step: int, total: int, warmup: int, warmup_ratio: float, power: float) -> float:
