@@ -308,8 +308,6 @@ def _job_options(with_protocol: bool, checkpoint_required: bool = False):
             click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
                          help="Pretrained or frozen weights for the method (the checkpoint format its "
                               "`weights_option` takes; see docs/baselines.md); 'none' for a seeded random init."),
-            click.option("--sam2-checkpoint", "legacy_weights", type=click.Path(path_type=Path, dir_okay=False),
-                         default=None, hidden=True, help="Deprecated: --weights."),
             click.option("-o", "--option", "method_option", multiple=True, metavar="KEY=VALUE",
                          help="A method option (repeatable), e.g. -o top_k=1; values are read as YAML."),
             click.option("--seed", type=int, default=0, show_default=True),
@@ -391,7 +389,7 @@ def _spec(params: dict[str, Any], protocol: str | None) -> Any:
         config = validate_sections(config, params["method_name"], protocol, where=f"config {config_file}: ")
     method_options = dict(config.get("method", {}))
     given_options = _parse_method_options(params.get("method_option") or ())
-    weights = params.get("weights") if params.get("weights") is not None else params.get("legacy_weights")
+    weights = params.get("weights")
     if weights is not None:
         from methods.base import weights_option
 

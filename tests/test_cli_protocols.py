@@ -215,7 +215,7 @@ class ProtocolRuns:
             config.write_text("train: {batch_size: 2, crop_size: 64, base_size: 64}\n" + PROTOCOL_CONFIG[protocol])
             db, ckpt = self.folder / f"{name}.sqlite", self.folder / f"{name}.pt"
             common = ["--protocol", protocol, "--data-root", self.root, "--config", config, "--seed", SEED,
-                      "--sam2-checkpoint", "none", "--batch-size", BATCH, "--results", db]
+                      "--weights", "none", "--batch-size", BATCH, "--results", db]
             length = ["--epochs", "2"] if protocol == "full" else ["--steps", "2"]
             trained = cli("run", *common, *length, "--save-checkpoint", ckpt)
             evaluated = cli("eval", *common, "--checkpoint", ckpt)
@@ -321,7 +321,7 @@ def test_noise_with_the_sweep(runs: ProtocolRuns, val_samples, tmp_path: Path):
     config = tmp_path / "sweep.yaml"
     config.write_text("protocol: {sweep: true}\n")
     cli("eval", "--protocol", "noise", "--data-root", runs.root, "--config", config, "--seed", SEED,
-        "--sam2-checkpoint", "none", "--batch-size", BATCH, "--results", db, "--checkpoint", r["ckpt"])
+        "--weights", "none", "--batch-size", BATCH, "--results", db, "--checkpoint", r["ckpt"])
     rows = ResultsStore(db).results()
     names = list(rows[rows.metric == "miou"].corruption)
     per_modality = (["gaussian-50", "uniform-100"] + [f"gaussian-{s}" for s in (10, 25, 75, 100)]
@@ -442,7 +442,7 @@ def test_tsne_top_classes_when_the_first_failure_has_no_samples(runs: ProtocolRu
     config = tmp_path / "c.yaml"
     config.write_text(f"protocol: {{top_classes: 3, pixels_per_class: {TSNE_PIXELS}}}\n")
     db = tmp_path / "r.sqlite"
-    cli("eval", "--protocol", "tsne", "--data-root", data, "--config", config, "--seed", SEED, "--sam2-checkpoint",
+    cli("eval", "--protocol", "tsne", "--data-root", data, "--config", config, "--seed", SEED, "--weights",
         "none", "--batch-size", BATCH, "--results", db, "--checkpoint", runs("tsne")["ckpt"])
     rows = ResultsStore(db).results()
     assert value(rows, "samples", MODS, condition="overexposure") == 1
@@ -465,7 +465,7 @@ def test_no_feature_cache_stores_the_same_numbers(runs: ProtocolRuns, tmp_path: 
     forwards = []  # the uncached path: one plain forward per case and batch
     real = evaluate._case_forward
     monkeypatch.setattr(evaluate, "_case_forward", lambda *a: forwards.append(1) or real(*a))
-    cli("eval", "--protocol", "missing-modality", "--data-root", runs.root, "--seed", SEED, "--sam2-checkpoint",
+    cli("eval", "--protocol", "missing-modality", "--data-root", runs.root, "--seed", SEED, "--weights",
         "none", "--batch-size", BATCH, "--results", db, "--checkpoint", r["ckpt"], "--no-feature-cache")
     assert len(forwards) == 15 * math.ceil(N_VAL / BATCH)
     store = ResultsStore(db)
@@ -476,7 +476,7 @@ def test_no_feature_cache_stores_the_same_numbers(runs: ProtocolRuns, tmp_path: 
 def test_split_test_evaluates_the_test_split(runs: ProtocolRuns, root: Path, tmp_path: Path):
     r = runs("full")
     db = tmp_path / "test.sqlite"
-    result = cli("eval", "--protocol", "full", "--data-root", root, "--seed", SEED, "--sam2-checkpoint", "none",
+    result = cli("eval", "--protocol", "full", "--data-root", root, "--seed", SEED, "--weights", "none",
                  "--batch-size", BATCH, "--results", db, "--checkpoint", r["ckpt"], "--split", "test")
     assert f"on synthetic/test ({N_TEST} samples)" in result.output
     store = ResultsStore(db)
@@ -493,7 +493,7 @@ def test_an_option_the_protocol_does_not_take_is_a_clean_error(root: Path, tmp_p
     config.write_text("protocol: {sweep: false}\n")
     result = CliRunner().invoke(main, ["run", "--protocol", "full", "--data-root", str(root), "--config",
                                        str(config), "--results", str(tmp_path / "r.sqlite"), "--steps", "1",
-                                       "--sam2-checkpoint", "none"])
+                                       "--weights", "none"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
     assert "Error:" in result.output and "sweep" in result.output
 
@@ -520,7 +520,7 @@ def muses(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _eval_layout(dataset: str, root: Path, ckpt: Path, protocol: str, split: str, db: Path, batch: int):
     cli("eval", "--dataset", dataset, "--data-root", root, "--checkpoint", ckpt, "--protocol", protocol,
-        "--split", split, "--sam2-checkpoint", "none", "--batch-size", batch, "--results", db, "--seed", SEED)
+        "--split", split, "--weights", "none", "--batch-size", batch, "--results", db, "--seed", SEED)
     store = ResultsStore(db)
     return store.runs().config[0], store.results([store.runs().id[0]])
 

@@ -25,7 +25,7 @@ from mlebench.engine.train import NonFiniteLoss, TrainConfig, train
 from mlebench.errors import DataError
 from mlebench.results import ResultsStore
 
-FAST = ["--sam2-checkpoint", "none"]
+FAST = ["--weights", "none"]
 SMALL_TRAINING = "train: {batch_size: 2, crop_size: 64, base_size: 64}\n"
 
 

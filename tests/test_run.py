@@ -47,7 +47,7 @@ def _env() -> dict[str, str]:
 def test_run_train_eval_results(root: Path, tmp_path: Path):
     db, ckpt = tmp_path / "r.sqlite", tmp_path / "m.pt"
     result = invoke("run", "--data-root", str(root), "--steps", "3", "--results", str(db),
-                    "--save-checkpoint", str(ckpt), "--sam2-checkpoint", "none")
+                    "--save-checkpoint", str(ckpt), "--weights", "none")
     assert result.exit_code == 0, result.output
     for line in ("rgb-depth-event-lidar", "depth-lidar", "miou_avg", "miou_e_p0.2", "stored in",
                  "for 3 steps on cpu", "15 cases on synthetic/val (4 samples)"):
@@ -59,7 +59,7 @@ def test_run_train_eval_results(root: Path, tmp_path: Path):
     assert read_checkpoint(ckpt)["extra"]["step"] == 3
     # eval of the saved checkpoint reproduces the numbers exactly.
     result = invoke("eval", "--data-root", str(root), "--checkpoint", str(ckpt), "--results", str(db),
-                    "--protocol", "missing-modality", "--sam2-checkpoint", "none")
+                    "--protocol", "missing-modality", "--weights", "none")
     assert result.exit_code == 0, result.output
     out = invoke("results", "export", "--results", str(db), "--format", "json")
     rows = pd.DataFrame(json.loads(out.output))
@@ -120,18 +120,18 @@ def test_bad_input_is_clear_and_writes_nothing(root: Path, tmp_path: Path):
     method = build_method("mlesam", dataset_info("synthetic"), ["rgb", "depth"], "tiny", sam2_checkpoint=None)
     other = save_checkpoint(method, tmp_path / "rd.pt")
     result = invoke("eval", "--data-root", str(root), "--checkpoint", str(other), "--results", str(db),
-                    "--sam2-checkpoint", "none")
+                    "--weights", "none")
     assert result.exit_code == 1
     assert "is for modalities ['rgb', 'depth'], but this run uses ['rgb', 'depth', 'event', 'lidar']" in result.output
     result = invoke("eval", "--data-root", str(root), "--checkpoint", str(other), "--results", str(db),
-                    "--train-modalities", "rgb,depth", "--method", "mlesam-noaux", "--sam2-checkpoint", "none")
+                    "--train-modalities", "rgb,depth", "--method", "mlesam-noaux", "--weights", "none")
     assert result.exit_code == 1 and "is for method 'mlesam'" in result.output
     assert not db.exists()
     # A results file that is not ours is refused and left alone.
     foreign = tmp_path / "notes.sqlite"
     foreign.write_text("my notes")
     result = invoke("run", "--data-root", str(root), "--results", str(foreign), "--steps", "1",
-                    "--sam2-checkpoint", "none", "--protocol", "full")
+                    "--weights", "none", "--protocol", "full")
     assert result.exit_code == 1 and "is not an mlebench results file" in result.output
     assert foreign.read_text() == "my notes"
     config = tmp_path / "bad.yaml"
@@ -159,7 +159,7 @@ def test_config_file_overrides(root: Path, tmp_path: Path):
 
 def _train_args(root: Path, ckpt: Path, steps: int, config: Path) -> list[str]:
     return ["train", "--data-root", str(root), "--steps", str(steps), "--checkpoint-every", "2",
-            "--save-checkpoint", str(ckpt), "--sam2-checkpoint", "none", "--config", str(config)]
+            "--save-checkpoint", str(ckpt), "--weights", "none", "--config", str(config)]
 
 
 # `mlebench train` whose process kills itself (SIGKILL: no clean-up, no atexit) right after the
@@ -253,7 +253,7 @@ def test_torchrun_two_processes_match_one(root: Path, tmp_path: Path):
                 p.add_(0.05 * torch.randn_like(p))
     ckpt = save_checkpoint(method, tmp_path / "m.pt")
     common = ["eval", "--data-root", str(root), "--checkpoint", str(ckpt), "--protocol", "missing-modality",
-              "--sam2-checkpoint", "none", "--batch-size", "1"]
+              "--weights", "none", "--batch-size", "1"]
     one, two = tmp_path / "one.sqlite", tmp_path / "two.sqlite"
     subprocess.run([str(VENV_BIN / "mlebench"), *common, "--results", str(one)], check=True, env=_env(),
                    capture_output=True)
@@ -276,7 +276,7 @@ def test_torchrun_two_processes_match_one(root: Path, tmp_path: Path):
     result = subprocess.run(
         [str(VENV_BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", "29518", "-m", "mlebench", "train",
          "--data-root", str(root), "--steps", "2", "--save-checkpoint", str(tmp_path / "ddp.pt"),
-         "--sam2-checkpoint", "none"], env=_env(), capture_output=True, text=True,
+         "--weights", "none"], env=_env(), capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_checkpoint(tmp_path / "ddp.pt")["extra"]["step"] == 2
@@ -290,7 +290,7 @@ def test_torchrun_epochs_are_passes_over_the_data(root: Path, tmp_path: Path):
     result = subprocess.run(
         [str(VENV_BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", "29519", "-m", "mlebench", "train",
          "--data-root", str(root), "--epochs", "1", "--config", str(config), "--save-checkpoint", str(ckpt),
-         "--sam2-checkpoint", "none"], env=_env(), capture_output=True, text=True,
+         "--weights", "none"], env=_env(), capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     # One epoch of 8 training samples, 2 ranks x batches of 2: 2 steps, each taking 4 samples.

@@ -66,7 +66,7 @@ def evaluated(root: Path, checkpoints, tmp_path_factory: pytest.TempPathFactory)
     for ckpt, protocol in ((checkpoints[0], "missing-modality"), (checkpoints[1], "missing-modality"),
                            (checkpoints[0], "conditions")):
         result = invoke("eval", "--data-root", str(root), "--checkpoint", str(ckpt), "--results", str(db),
-                        "--protocol", protocol, "--sam2-checkpoint", "none")
+                        "--protocol", protocol, "--weights", "none")
         assert result.exit_code == 0, result.output
         ids.append(ResultsStore(db).runs()["id"].iloc[0])
     return db, ids
@@ -284,7 +284,7 @@ def test_export_never_overwrites_the_store(evaluated):
 def test_seeds_train_one_run_per_seed_as_a_group(root: Path, tmp_path: Path):
     db = tmp_path / "r.sqlite"
     result = invoke("run", "--data-root", str(root), "--steps", "2", "--seeds", "0,1", "--protocol", "full",
-                    "--results", str(db), "--sam2-checkpoint", "none", "--save-checkpoint", str(tmp_path / "m.pt"))
+                    "--results", str(db), "--weights", "none", "--save-checkpoint", str(tmp_path / "m.pt"))
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m-s0.pt").is_file() and (tmp_path / "m-s1.pt").is_file()
     runs = ResultsStore(db).runs()
