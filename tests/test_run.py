@@ -272,6 +272,13 @@ def test_torchrun_two_processes_match_one(root: Path, tmp_path: Path):
     both = merged.dropna(subset=["value_1"])
     assert ((both.value_1 - both.value_2).abs() < 1e-9).all()
     assert (merged[merged.metric == "samples"].value_1 == 4).all()
+    # The per-sample counts are gathered from both ranks back into data-set order.
+    counts_one = ResultsStore(one).case_counts(ResultsStore(one).runs()["id"][0])
+    counts_two = ResultsStore(two).case_counts(ResultsStore(two).runs()["id"][0])
+    assert len(counts_one) == len(counts_two) == 15
+    for c1, c2 in zip(counts_one, counts_two):
+        assert c1.key == c2.key and c1.sample_ids == c2.sample_ids and len(c1.sample_ids) == 4
+        assert (c1.counts == c2.counts).all()
     # DDP training runs too.
     result = subprocess.run(
         [str(VENV_BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", "29518", "-m", "mlebench", "train",
