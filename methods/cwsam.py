@@ -84,6 +84,7 @@ from torch import nn
 
 from methods.base import MethodOutput, SegmentationMethod, register_method
 from mlebench.data.base import DatasetInfo
+from methods.weights import config_from_preset, copy_strict
 from mlebench.errors import ConfigError
 
 FUSIONS = ("separate", "shared")
@@ -158,17 +159,7 @@ EVAL_SIZES = {"tiny": None, "paper": 1024}
 
 def make_config(preset: str, **overrides: Any) -> CWSAMConfig:
     """The preset's config with ``overrides``; unknown keys are a ConfigError listing the known."""
-    if preset not in PRESET_CONFIGS:
-        raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(PRESET_CONFIGS)}")
-    known = {f.name for f in dataclasses.fields(CWSAMConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ConfigError(f"unknown CWSAM option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    if "global_attn_indexes" in overrides:
-        overrides["global_attn_indexes"] = tuple(overrides["global_attn_indexes"])
-    config = dataclasses.replace(PRESET_CONFIGS[preset], **overrides)
-    config.validate()
-    return config
+    return config_from_preset(PRESET_CONFIGS, preset, overrides, "CWSAM")
 
 
 # --- the encoder's trainable parts ------------------------------------------------------------
@@ -494,26 +485,8 @@ class CWSAM(SegmentationMethod):
         state, digest = _read_sam_state(Path(path))
         own = self.state_dict()
         wanted = {k: v for k, v in own.items() if k.startswith(_SAM_PREFIXES) and not k.startswith(_FRESH)}
-        missing = sorted(k for k in wanted if k not in state)
-        unexpected = sorted(k for k in state if k not in wanted and not _ignored(k))
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"missing keys: {_listing(missing)}")
-            if unexpected:
-                parts.append(f"unexpected keys: {_listing(unexpected)}")
-            raise ConfigError(
-                f"SAM checkpoint {path} does not fit this CWSAM ({'; '.join(parts)}); "
-                "is it a segment_anything checkpoint of the preset's size (ViT-B for 'paper')?"
-            )
-        mismatched = [
-            f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in wanted.items() if state[k].shape != v.shape
-        ]
-        if mismatched:
-            raise ConfigError(f"SAM checkpoint {path}: shape mismatch: {_listing(mismatched, 4)}")
-        with torch.no_grad():
-            for key, value in wanted.items():
-                value.copy_(state[key])  # state_dict() tensors share storage with the parameters
+        copy_strict(wanted, state, [k for k in state if k not in wanted and _ignored(k)], path, "SAM checkpoint",
+                    "this CWSAM", "is it a segment_anything checkpoint of the preset's size (ViT-B for 'paper')?")
         self.frozen_source = f"sam:{digest[:16]}"
         self.sam_load_summary = {
             "sha256": digest,
@@ -539,11 +512,6 @@ def _ignored(key: str) -> bool:
         index = key[len(prefix) :].split(".", 1)[0]
         return index.isdigit() and int(index) >= 1
     return False
-
-
-def _listing(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
 def _read_sam_state(path: Path) -> tuple[dict[str, torch.Tensor], str]:

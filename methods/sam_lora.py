@@ -34,7 +34,6 @@ with one, from SAM's own checkpoint format (``sam_vit_b_01ec64.pth``: keys ``ima
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -49,6 +48,7 @@ from methods.base import MethodOutput, SegmentationMethod, register_method
 from methods.losses import ohem_cross_entropy
 from methods.mlesam.lora import ModalityLoRA
 from mlebench.data.base import DatasetInfo
+from methods.weights import config_from_preset, copy_strict, sha256
 from mlebench.errors import ConfigError
 
 
@@ -119,17 +119,7 @@ EVAL_SIZE: dict[str, int | None] = {"tiny": None, "paper": 1024}
 
 def make_config(preset: str, **overrides: Any) -> SAMLoRAConfig:
     """The preset's config with ``overrides`` applied; unknown keys are a ConfigError."""
-    if preset not in PRESET_CONFIGS:
-        raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(PRESET_CONFIGS)}")
-    known = {f.name for f in dataclasses.fields(SAMLoRAConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ConfigError(f"unknown SAM-LoRA option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    if "global_attn_indexes" in overrides:
-        overrides["global_attn_indexes"] = tuple(overrides["global_attn_indexes"])
-    config = dataclasses.replace(PRESET_CONFIGS[preset], **overrides)
-    config.validate()
-    return config
+    return config_from_preset(PRESET_CONFIGS, preset, overrides, "SAM-LoRA")
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -328,27 +318,9 @@ class SAMLoRA(SegmentationMethod):
         sam_prefixes = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
         wanted = {k: v for k, v in own.items() if k.startswith(sam_prefixes) and k not in fresh}
         skipped = sorted(k for k in state if k in fresh or _is_sam_class_specific(k))
-        missing = sorted(k for k in wanted if k not in state)
-        unexpected = sorted(k for k in state if k not in wanted and k not in skipped)
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"missing keys: {_listing(missing)}")
-            if unexpected:
-                parts.append(f"unexpected keys: {_listing(unexpected)}")
-            raise ConfigError(
-                f"SAM checkpoint {path} does not fit this SAM-LoRA model ({'; '.join(parts)}); "
-                f"is it a segment-anything checkpoint of the preset's size (paper: ViT-B)?"
-            )
-        mismatched = [
-            f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in wanted.items() if state[k].shape != v.shape
-        ]
-        if mismatched:
-            raise ConfigError(f"SAM checkpoint {path}: shape mismatch: {_listing(mismatched, 4)}")
-        with torch.no_grad():
-            for key, value in wanted.items():
-                value.copy_(state[key])  # state_dict() tensors share storage with the parameters
-        digest = _sha256(path)
+        copy_strict(wanted, state, skipped, path, "SAM checkpoint", "this SAM-LoRA model",
+                    "is it a segment-anything checkpoint of the preset's size (paper: ViT-B)?")
+        digest = sha256(path)
         self.frozen_source = f"sam:{digest[:16]}"
         self.sam_load_summary = {"sha256": digest, "loaded": len(wanted), "fresh": sorted(fresh), "skipped": skipped}
         return self.sam_load_summary
@@ -358,11 +330,6 @@ def _is_sam_class_specific(key: str) -> bool:
     """SAM's own K-dependent decoder keys (4 mask tokens), which SAM-LoRA does not load."""
     return key.startswith(("mask_decoder.mask_tokens.", "mask_decoder.output_hypernetworks_mlps.",
                            "mask_decoder.iou_prediction_head.layers.2."))
-
-
-def _listing(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
 def _read_sam_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -377,13 +344,6 @@ def _read_sam_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ConfigError(f"SAM checkpoint {path} holds no state dict of tensors")
     return state
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @register_method("sam-lora", weights_option="sam_checkpoint")

@@ -12,13 +12,13 @@ file never loads silently (sam2's own Hiera ``weights_path`` loads non-strictly)
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from methods.weights import copy_strict, sha256
 from mlebench.errors import ConfigError
 
 _LOADED_PREFIXES = ("image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder.", "no_mem_embed")
@@ -32,11 +32,6 @@ _VIDEO_ONLY = (
     "mask_downsample.", "maskmem_tpos_enc", "no_mem_pos_enc", "no_obj_ptr", "no_obj_embed_spatial",
     "sam_mask_decoder.obj_score_token.", "sam_mask_decoder.pred_obj_score_head.",
 )  # fmt: skip
-
-
-def _listing(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -61,40 +56,15 @@ def load_sam2_weights(model: nn.Module, path: Path) -> dict[str, Any]:
         k: v for k, v in own.items()
         if k.startswith(_LOADED_PREFIXES) and not k.startswith(_CLASS_SPECIFIC)
     }  # fmt: skip
-    missing = sorted(k for k in wanted if k not in state)
-    unexpected = sorted(
-        k for k in state
-        if k not in own and not k.startswith(_VIDEO_ONLY) and not k.startswith(_CLASS_SPECIFIC)
-    )  # fmt: skip
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_listing(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_listing(unexpected)}")
-        raise ConfigError(
-            f"SAM2 checkpoint {path} does not fit this MLE-SAM encoder ({'; '.join(parts)}); "
-            "is it a SAM2 checkpoint of the preset's size?"
-        )
-    mismatched = [
-        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in wanted.items() if state[k].shape != v.shape
-    ]
-    if mismatched:
-        raise ConfigError(f"SAM2 checkpoint {path}: shape mismatch: {_listing(mismatched, 4)}")
-    with torch.no_grad():
-        for key, value in wanted.items():
-            value.copy_(state[key])  # state_dict() tensors share storage with the parameters
+    skipped = [k for k in state if k not in own and (k.startswith(_VIDEO_ONLY) or k.startswith(_CLASS_SPECIFIC))]
+    skipped += [k for k in state if k in own and k not in wanted]
+    copy_strict(wanted, state, skipped, path, "SAM2 checkpoint", "this MLE-SAM encoder",
+                "is it a SAM2 checkpoint of the preset's size?")
     return {
-        "sha256": _sha256(path),
+        "sha256": sha256(path),
         "loaded": len(wanted),
         "fresh": sorted(k for k in own if k.startswith(_CLASS_SPECIFIC)),
         "ignored": sorted(k for k in state if k.startswith(_VIDEO_ONLY)),
     }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
