@@ -143,9 +143,7 @@ def test_pdflatex_compiles_every_table(pdfs: list[tuple[Table, Path]]) -> None:
 
 
 def test_pdf_text(pdfs: list[tuple[Table, Path]]) -> None:
-    pdftotext = shutil.which("pdftotext")
-    if pdftotext is None:
-        pytest.skip("pdftotext (poppler-utils) not installed")
+    pdftotext = require_tool("pdftotext")  # poppler-utils; make system-deps installs it
     for table, pdf in pdfs:
         text = subprocess.run([pdftotext, "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
         assert table.caption.split(" ")[0] in text, table.name
