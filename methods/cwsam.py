@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -84,7 +83,7 @@ from torch import nn
 
 from methods.base import MethodOutput, SegmentationMethod, register_method
 from mlebench.data.base import DatasetInfo
-from methods.weights import config_from_preset, copy_strict
+from methods.weights import config_from_preset, copy_strict, read_weights, sha256
 from mlebench.errors import ConfigError
 
 FUSIONS = ("separate", "shared")
@@ -482,7 +481,7 @@ class CWSAM(SegmentationMethod):
         SAM parts CWSAM does not use (point/mask prompt embeddings, the IoU head, hypernetwork
         MLPs 1-3). Anything else is an error naming the keys.
         """
-        state, digest = _read_sam_state(Path(path))
+        state, digest = read_weights(Path(path), "SAM checkpoint"), sha256(Path(path))
         own = self.state_dict()
         wanted = {k: v for k, v in own.items() if k.startswith(_SAM_PREFIXES) and not k.startswith(_FRESH)}
         copy_strict(wanted, state, [k for k in state if k not in wanted and _ignored(k)], path, "SAM checkpoint",
@@ -512,23 +511,6 @@ def _ignored(key: str) -> bool:
         index = key[len(prefix) :].split(".", 1)[0]
         return index.isdigit() and int(index) >= 1
     return False
-
-
-def _read_sam_state(path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    if not path.is_file():
-        raise ConfigError(f"SAM checkpoint {path} does not exist")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        raise ConfigError(f"cannot read SAM checkpoint {path}: {exc}") from exc
-    state = blob.get("model", blob) if isinstance(blob, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"SAM checkpoint {path} holds no state dict")
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return state, digest.hexdigest()
 
 
 @register_method("cwsam", weights_option="sam_checkpoint")

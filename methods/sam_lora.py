@@ -48,7 +48,7 @@ from methods.base import MethodOutput, SegmentationMethod, register_method
 from methods.losses import ohem_cross_entropy
 from methods.mlesam.lora import ModalityLoRA
 from mlebench.data.base import DatasetInfo
-from methods.weights import config_from_preset, copy_strict, sha256
+from methods.weights import config_from_preset, copy_strict, read_weights, sha256
 from mlebench.errors import ConfigError
 
 
@@ -312,7 +312,7 @@ class SAMLoRA(SegmentationMethod):
         are skipped); otherwise a ConfigError names the keys and nothing is copied.
         """
         path = Path(path)
-        state = _read_sam_state_dict(path)
+        state = read_weights(path, "SAM checkpoint")
         own = self.state_dict()
         fresh = set(self.class_specific_keys())
         sam_prefixes = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
@@ -330,19 +330,6 @@ def _is_sam_class_specific(key: str) -> bool:
     """SAM's own K-dependent decoder keys (4 mask tokens), which SAM-LoRA does not load."""
     return key.startswith(("mask_decoder.mask_tokens.", "mask_decoder.output_hypernetworks_mlps.",
                            "mask_decoder.iou_prediction_head.layers.2."))
-
-
-def _read_sam_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise ConfigError(f"SAM checkpoint {path} does not exist")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        raise ConfigError(f"cannot read SAM checkpoint {path}: {exc}") from exc
-    state = blob.get("model", blob) if isinstance(blob, dict) else None
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"SAM checkpoint {path} holds no state dict of tensors")
-    return state
 
 
 

@@ -20,6 +20,24 @@ from mlebench.errors import ConfigError
 C = TypeVar("C")
 
 
+def read_weights(path: Path, what: str, wrappers: tuple[str, ...] = ("model",)) -> dict[str, torch.Tensor]:
+    """A weights file's state dict, loaded with ``weights_only=True``; the ``wrappers`` keys it
+    may be nested under (``{"model": sd}``) are unwrapped. Errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt, truncated or unsafe pickles raise several types
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
+    for wrapper in wrappers:
+        if isinstance(blob, dict) and wrapper in blob:
+            blob = blob[wrapper]
+    if not isinstance(blob, dict) or not blob or not all(isinstance(v, torch.Tensor) for v in blob.values()):
+        raise ConfigError(f"{what} {path} holds no state dict of tensors")
+    return blob
+
+
 def listing(keys: list[str], limit: int = 8) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f" ... (+{len(keys) - limit} more)" if len(keys) > limit else "")

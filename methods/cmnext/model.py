@@ -15,7 +15,6 @@ reference evaluates missing sensors.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from methods.cmnext.backbone import DROP_PATH_RATE, SETTINGS, CMNeXtBackbone
 from methods.cmnext.head import SegFormerHead
 from methods.losses import ohem_cross_entropy
 from mlebench.data.base import DatasetInfo
+from methods.weights import read_weights, sha256
 from mlebench.errors import ConfigError
 
 #: names of the RGB camera modality (DELIVER/MCubeS ``rgb``, MUSES ``frame``)
@@ -196,17 +196,7 @@ class CMNeXt(SegmentationMethod):
         copied unless all checks pass.
         """
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"MiT checkpoint {path} does not exist")
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # corrupt, truncated or unsafe pickles raise several types
-            raise ConfigError(f"cannot read MiT checkpoint {path}: {exc}") from exc
-        for wrapper in ("state_dict", "model"):  # as the reference unwraps them
-            if isinstance(blob, dict) and isinstance(blob.get(wrapper), dict):
-                blob = blob[wrapper]
-        if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
-            raise ConfigError(f"MiT checkpoint {path} is not a state dict of tensors")
+        blob = read_weights(path, "MiT checkpoint", wrappers=("state_dict", "model"))  # as the reference unwraps
         state = {k: v for k, v in blob.items() if not k.startswith("head.")}
         own = {k: v for k, v in self.backbone.state_dict().items()
                if k.split(".")[0].rstrip("1234") in ("patch_embed", "block", "norm")}
@@ -231,7 +221,7 @@ class CMNeXt(SegmentationMethod):
         with torch.no_grad():
             for key, value in state.items():
                 targets[key].copy_(value)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = sha256(path)
         self.frozen_source = f"mit:{digest[:16]}"
         self.pretrained_summary = {"path": str(path), "sha256": digest, "loaded": len(state),
                                    "ignored": sorted(k for k in blob if k.startswith("head."))}

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods.weights import copy_strict, sha256
+from methods.weights import copy_strict, read_weights, sha256
 from mlebench.errors import ConfigError
 
 _LOADED_PREFIXES = ("image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder.", "no_mem_embed")
@@ -35,17 +35,8 @@ _VIDEO_ONLY = (
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A checkpoint's state dict, loaded with ``weights_only=True`` (``{"model": sd}`` or ``sd``)."""
-    if not path.is_file():
-        raise ConfigError(f"SAM2 checkpoint {path} does not exist")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        raise ConfigError(f"cannot read SAM2 checkpoint {path}: {exc}") from exc
-    state = blob.get("model", blob) if isinstance(blob, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"SAM2 checkpoint {path} holds no state dict (expected {{'model': ...}})")
-    return state
+    """A SAM2 checkpoint's state dict (``{"model": sd}`` or ``sd``)."""
+    return read_weights(path, "SAM2 checkpoint")
 
 
 def load_sam2_weights(model: nn.Module, path: Path) -> dict[str, Any]:
