@@ -18,12 +18,15 @@ evaluator then calls ``forward`` per evaluation case instead of caching ``encode
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mlebench.data.base import DatasetInfo
@@ -47,6 +50,46 @@ class MethodOutput:
     embedding: torch.Tensor
     aux_logits: torch.Tensor | None = None
     main_logits: torch.Tensor | None = None
+
+
+_CHANNELS_LAST_UPSAMPLING = [True]
+
+
+def upsample_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear upsampling of (B, K, h, w) class logits to ``size`` (align_corners=False), in
+    channels-last memory: PyTorch's channels-last bilinear kernel and the argmax over its
+    output are each about twice as fast on CPU as the contiguous ones, and the predictions are
+    the same (``mlebench bench decode``; tests/test_registry.py). Inside
+    :func:`contiguous_upsampling` the plain contiguous kernel runs instead (for comparisons)."""
+    if _CHANNELS_LAST_UPSAMPLING[0]:
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+@contextlib.contextmanager
+def contiguous_upsampling() -> Iterator[None]:
+    """Within: :func:`upsample_logits` upsamples contiguous logits (the reference path)."""
+    _CHANNELS_LAST_UPSAMPLING[0] = False
+    try:
+        yield
+    finally:
+        _CHANNELS_LAST_UPSAMPLING[0] = True
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """The tiny preset's pre-trained stand-in for a method's backbone (real checkpoints cannot be
+    downloaded here). One stand-in per backbone: methods sharing a backbone share the file.
+
+    ``name`` the backbone ("sam-vit-tiny"); ``path`` the shipped file, in the format the
+    method's weights option reads; ``trained_by`` the registered method whose model
+    ``mlebench pretrain`` trains (its :meth:`SegmentationMethod.prepare_pretraining` and
+    :meth:`SegmentationMethod.stand_in_state` say what is trained and what is written).
+    """
+
+    name: str
+    path: Path
+    trained_by: str
 
 
 class SegmentationMethod(nn.Module, ABC):
@@ -139,6 +182,16 @@ class SegmentationMethod(nn.Module, ABC):
         """AdamW parameter groups (default: every trainable parameter at ``lr``)."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
+    # --- the tiny preset's pre-trained stand-in (see mlebench/pretrain.py) -----------------
+    def prepare_pretraining(self) -> None:
+        """Make the parts the stand-in holds trainable (called on a model built without
+        weights, on RGB only, by the ``trained_by`` method)."""
+        raise ConfigError(f"method {self.method_name!r} has no stand-in pre-training recipe")
+
+    def stand_in_state(self) -> dict[str, torch.Tensor]:
+        """The pre-trained parts as a state dict in the format the weights option reads."""
+        raise ConfigError(f"method {self.method_name!r} has no stand-in pre-training recipe")
+
     # --- parameters and checkpoints -------------------------------------------------------
     def parameter_groups(self) -> dict[str, nn.Module | Sequence[nn.Parameter]]:
         """Named parts for the parameter report; override to split the model meaningfully."""
@@ -181,17 +234,21 @@ _METHODS: dict[str, MethodBuilder] = {}
 
 
 _WEIGHTS_OPTIONS: dict[str, str] = {}
+_STAND_INS: dict[str, StandIn] = {}
 _DEFAULT: list[str] = []
 
 
-def register_method(name: str, weights_option: str | None = None,
-                    default: bool = False) -> Callable[[MethodBuilder], MethodBuilder]:
+def register_method(name: str, weights_option: str | None = None, default: bool = False,
+                    stand_in: StandIn | None = None) -> Callable[[MethodBuilder], MethodBuilder]:
     """Register a builder ``f(info, modalities, preset, **overrides) -> SegmentationMethod``.
 
     ``weights_option`` names the builder option that takes pretrained or frozen weights (a
     path, or None for a seeded random init): where the generic ``--weights PATH`` goes.
     ``default``: the method the CLI runs and reports compare against when none is named.
+    ``stand_in``: the pre-trained backbone its tiny preset loads through ``weights_option``.
     """
+    if stand_in is not None and weights_option is None:
+        raise ValueError(f"method {name!r}: a stand-in needs a weights option to load it")
 
     def decorator(builder: MethodBuilder) -> MethodBuilder:
         if name in _METHODS:
@@ -199,6 +256,8 @@ def register_method(name: str, weights_option: str | None = None,
         _METHODS[name] = builder
         if weights_option is not None:
             _WEIGHTS_OPTIONS[name] = weights_option
+        if stand_in is not None:
+            _STAND_INS[name] = stand_in
         if default:
             _DEFAULT.append(name)
         return builder
@@ -235,6 +294,14 @@ def weights_option(name: str) -> str | None:
     """The builder option of method ``name`` that ``--weights`` sets (None: takes no weights)."""
     _import_all()
     return _WEIGHTS_OPTIONS.get(name)
+
+
+def stand_in_of(name: str) -> StandIn | None:
+    """The tiny stand-in backbone of method ``name`` (None: its tiny preset starts at random)."""
+    _import_all()
+    if name not in _METHODS:
+        raise ConfigError(f"unknown method {name!r}; known: {', '.join(sorted(_METHODS))}")
+    return _STAND_INS.get(name)
 
 
 def method_names() -> list[str]:

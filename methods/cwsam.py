@@ -81,9 +81,9 @@ from segment_anything.modeling.mask_decoder import MLP
 from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
 from torch import nn
 
-from methods.base import MethodOutput, SegmentationMethod, register_method
+from methods.base import MethodOutput, SegmentationMethod, StandIn, register_method, upsample_logits
 from mlebench.data.base import DatasetInfo
-from methods.weights import config_from_preset, copy_strict, read_weights, sha256
+from methods.weights import SAM_VIT_TINY, config_from_preset, copy_strict, read_weights, sha256
 from mlebench.errors import ConfigError
 
 FUSIONS = ("separate", "shared")
@@ -146,6 +146,7 @@ PRESET_CONFIGS = {
     "tiny": CWSAMConfig(
         image_size=256, embed_dim=96, depth=4, num_heads=3, global_attn_indexes=(1, 3), window_size=8,
         out_chans=64, decoder_heads=4, decoder_mlp_dim=256, prompt_scale_factor=8,
+        sam_checkpoint=str(SAM_VIT_TINY),
     ),
 }
 
@@ -448,7 +449,7 @@ class CWSAM(SegmentationMethod):
         logits = logits.reshape(len(present), -1, *logits.shape[1:])  # (M, B, K, 4h, 4w)
         # bilinear upsampling is linear: averaging at stride 4 and upsampling once is the mean
         # of the upsampled per-modality logits
-        logits = F.interpolate(logits.mean(0), size=tuple(image_size), mode="bilinear", align_corners=False)
+        logits = upsample_logits(logits.mean(0), image_size)
         embedding = torch.stack([features[m] for m in present]).mean(0)
         return MethodOutput(logits=logits, embedding=embedding)
 
@@ -513,7 +514,11 @@ def _ignored(key: str) -> bool:
     return False
 
 
-@register_method("cwsam", weights_option="sam_checkpoint")
+#: the tiny SAM ViT stand-in, shared with SAM-LoRA (whose model trains it: same ViT and decoder)
+SAM_VIT_STAND_IN = StandIn("sam-vit-tiny", SAM_VIT_TINY, trained_by="sam-lora")
+
+
+@register_method("cwsam", weights_option="sam_checkpoint", stand_in=SAM_VIT_STAND_IN)
 def build_cwsam(info: DatasetInfo, modalities: Sequence[str], preset: str, **overrides: Any) -> CWSAM:
     """CWSAM; options: the fields of :class:`CWSAMConfig` (``fusion``, ``sam_checkpoint``, ...)."""
     return CWSAM(info, modalities, preset, make_config(preset, **overrides))

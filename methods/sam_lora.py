@@ -44,11 +44,11 @@ import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 from torch import nn
 
-from methods.base import MethodOutput, SegmentationMethod, register_method
+from methods.base import MethodOutput, SegmentationMethod, StandIn, register_method, upsample_logits
 from methods.losses import ohem_cross_entropy
 from methods.mlesam.lora import ModalityLoRA
 from mlebench.data.base import DatasetInfo
-from methods.weights import config_from_preset, copy_strict, read_weights, sha256
+from methods.weights import SAM_VIT_TINY, config_from_preset, copy_strict, read_weights, sha256
 from mlebench.errors import ConfigError
 
 
@@ -107,6 +107,7 @@ PRESET_CONFIGS = {
     "tiny": SAMLoRAConfig(
         image_size=256, embed_dim=96, depth=4, num_heads=3, global_attn_indexes=(1, 3), window_size=8,
         out_chans=64, decoder_mlp_dim=256, decoder_heads=4, iou_head_hidden_dim=64, lora_rank=8, lora_alpha=8.0,
+        sam_checkpoint=str(SAM_VIT_TINY),
     ),
 }
 
@@ -264,7 +265,7 @@ class SAMLoRA(SegmentationMethod):
         # Bilinear upsampling is linear: averaging at stride 4 and upsampling once equals
         # averaging the upsampled per-modality logits.
         mean = masks.reshape(n, -1, *masks.shape[1:]).mean(0)
-        logits = F.interpolate(mean, size=tuple(image_size), mode="bilinear", align_corners=False)
+        logits = upsample_logits(mean, image_size)
         embedding = embeddings.reshape(n, -1, *embeddings.shape[1:]).mean(0)
         return MethodOutput(logits=logits, embedding=embedding)
 
@@ -294,6 +295,35 @@ class SAMLoRA(SegmentationMethod):
         config.pop("sam_checkpoint")  # where the frozen weights came from is run metadata
         config["global_attn_indexes"] = list(config["global_attn_indexes"])
         return config
+
+    # --- the tiny stand-in (mlebench/pretrain.py) ----------------------------------------
+    def prepare_pretraining(self) -> None:
+        """The whole SAM (ViT, prompt encoder, K-class mask decoder) learns, on RGB; the LoRA
+        deltas stay zero so the ViT itself learns."""
+        for module in (self.image_encoder, self.prompt_encoder, self.mask_decoder):
+            module.requires_grad_(True)
+        self.lora.requires_grad_(False)
+
+    def stand_in_state(self) -> dict[str, torch.Tensor]:
+        """A segment-anything-format state dict with SAM's own shapes (four mask tokens), so that
+        every SAM-ViT method loads it as it loads ``sam_vit_b``. The decoder's K-dependent
+        entries keep the first four of the pre-training's K class tokens, hypernetwork MLPs and
+        IoU outputs (SAM-LoRA starts those fresh anyway; CWSAM fine-tunes its decoder)."""
+        if self.num_classes < SAM_MASK_TOKENS:
+            raise ConfigError(f"sam-lora: a SAM-format stand-in needs at least {SAM_MASK_TOKENS} classes, "
+                              f"the data set has {self.num_classes}")
+        state: dict[str, torch.Tensor] = {}
+        last = f"mask_decoder.iou_prediction_head.layers.{self.mask_decoder.iou_prediction_head.num_layers - 1}."
+        for key, value in self.state_dict().items():
+            if not key.startswith(("image_encoder.", "prompt_encoder.", "mask_decoder.")):
+                continue
+            if key.startswith(("mask_decoder.mask_tokens.", last)):
+                value = value[:SAM_MASK_TOKENS]
+            elif key.startswith("mask_decoder.output_hypernetworks_mlps."):
+                if int(key.split(".")[2]) >= SAM_MASK_TOKENS:
+                    continue
+            state[key] = value.detach().clone()
+        return state
 
     # --- SAM weights --------------------------------------------------------------------
     def class_specific_keys(self) -> list[str]:
@@ -326,6 +356,10 @@ class SAMLoRA(SegmentationMethod):
         return self.sam_load_summary
 
 
+#: SAM's mask tokens: 3 multimask outputs + 1 single-mask token
+SAM_MASK_TOKENS = 4
+
+
 def _is_sam_class_specific(key: str) -> bool:
     """SAM's own K-dependent decoder keys (4 mask tokens), which SAM-LoRA does not load."""
     return key.startswith(("mask_decoder.mask_tokens.", "mask_decoder.output_hypernetworks_mlps.",
@@ -333,7 +367,11 @@ def _is_sam_class_specific(key: str) -> bool:
 
 
 
-@register_method("sam-lora", weights_option="sam_checkpoint")
+#: the tiny SAM ViT stand-in, shared with CWSAM; trained through SAM-LoRA's model
+SAM_VIT_STAND_IN = StandIn("sam-vit-tiny", SAM_VIT_TINY, trained_by="sam-lora")
+
+
+@register_method("sam-lora", weights_option="sam_checkpoint", stand_in=SAM_VIT_STAND_IN)
 def build_sam_lora(info: DatasetInfo, modalities: Sequence[str], preset: str, **overrides: Any) -> SAMLoRA:
     """SAM-LoRA; ``sam_checkpoint=PATH`` loads SAM ViT-B weights (segment-anything's format)."""
     return SAMLoRA(info, modalities, preset, make_config(preset, **overrides))

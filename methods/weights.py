@@ -19,6 +19,13 @@ from mlebench.errors import ConfigError
 
 C = TypeVar("C")
 
+#: The tiny presets' pre-trained stand-in backbones, one per backbone (``mlebench pretrain``);
+#: each ``NAME.pt`` has a ``NAME.json`` beside it with its recipe and checksum.
+STAND_IN_DIR = Path(__file__).parent / "assets"
+SAM2_HIERA_TINY = STAND_IN_DIR / "sam2_hiera_tiny_synthetic.pt"  # MLE-SAM (SAM2 format)
+SAM_VIT_TINY = STAND_IN_DIR / "sam_vit_tiny_synthetic.pt"  # SAM-LoRA, CWSAM (segment-anything format)
+MIT_B0_TINY = STAND_IN_DIR / "mit_b0_tiny_synthetic.pt"  # CMNeXt-B0 (SegFormer MiT format)
+
 
 def read_weights(path: Path, what: str, wrappers: tuple[str, ...] = ("model",)) -> dict[str, torch.Tensor]:
     """A weights file's state dict, loaded with ``weights_only=True``; the ``wrappers`` keys it

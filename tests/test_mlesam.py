@@ -347,3 +347,39 @@ def test_bad_sam2_checkpoints(tmp_path: Path):
     torch.save({"model": {k: v for k, v in state.items() if "blocks.3." not in k}}, partial)
     with pytest.raises(ConfigError, match="missing keys: image_encoder.trunk.blocks.3.attn.proj.bias"):
         build_method("mlesam", DELIVER_INFO, ["rgb"], "tiny", sam2_checkpoint=str(partial))
+
+
+# --- SAM2's no-prompt path ------------------------------------------------------------------------
+def test_no_prompt_tokens_equal_what_sam2_builds_for_an_empty_prompt():
+    """SAM2Base._forward_sam_heads without points: one (0, 0) point labelled -1, padded by the
+    prompt encoder with a second one (boxes=None). Our tokens must equal that call's sparse output."""
+    from methods.mlesam.decoder import no_prompt_tokens
+
+    model = _tiny()
+    encoder = model.sam_prompt_encoder
+    with torch.no_grad():
+        encoder.not_a_point_embed.weight.normal_()  # a non-trivial vector
+    batch = 3
+    coords = torch.zeros(batch, 1, 2)
+    labels = -torch.ones(batch, 1, dtype=torch.int32)
+    sparse, dense = encoder(points=(coords, labels), boxes=None, masks=None)
+    ours = no_prompt_tokens(encoder, batch, "sam2")
+    assert sparse.shape == ours.shape == (batch, 2, encoder.embed_dim)
+    torch.testing.assert_close(ours, sparse, rtol=0, atol=0)
+    assert no_prompt_tokens(encoder, batch, "empty").shape == (batch, 0, encoder.embed_dim)
+    # the dense no-mask embedding is what the decoder gets too
+    torch.testing.assert_close(dense[:, :, 0, 0], encoder.no_mask_embed.weight.expand(batch, -1))
+
+
+def test_no_prompt_mode_reaches_the_decoder_and_is_validated():
+    x = {m: torch.randn(1, 3, 64, 64) for m in MODALITIES}
+    sam2_path, empty = _tiny(), _tiny(no_prompt="empty")
+    assert sam2_path.config.no_prompt == "sam2"  # the default follows SAM2
+    with torch.no_grad():
+        a, b = sam2_path(x).logits, empty(x).logits
+        sam2_path.sam_prompt_encoder.not_a_point_embed.weight.add_(1.0)
+        c = sam2_path(x).logits
+    assert not torch.equal(a, b)  # the tokens take part in the two-way transformer
+    assert not torch.equal(a, c)  # ... and it is not_a_point_embed that they carry
+    with pytest.raises(ConfigError, match="unknown no_prompt 'none'; known: sam2, empty"):
+        _tiny(no_prompt="none")

@@ -21,15 +21,14 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from methods.base import MethodOutput, SegmentationMethod
+from methods.base import MethodOutput, SegmentationMethod, StandIn, upsample_logits
 from methods.cmnext.backbone import DROP_PATH_RATE, SETTINGS, CMNeXtBackbone
 from methods.cmnext.head import SegFormerHead
 from methods.losses import ohem_cross_entropy
 from mlebench.data.base import DatasetInfo
-from methods.weights import read_weights, sha256
+from methods.weights import MIT_B0_TINY, read_weights, sha256
 from mlebench.errors import ConfigError
 
 #: names of the RGB camera modality (DELIVER/MCubeS ``rgb``, MUSES ``frame``)
@@ -55,14 +54,21 @@ class CMNeXtConfig:
             raise ConfigError(f"ohem_thresh {self.ohem_thresh} is not in (0, 1]")
 
 
+#: the tiny preset's ImageNet-MiT stand-in (B0 only; a tiny B2 starts from a seeded init)
+STAND_IN = StandIn("mit-b0-tiny", MIT_B0_TINY, trained_by="cmnext")
+
+
 def make_config(preset: str, **overrides: Any) -> CMNeXtConfig:
-    """The preset's config (B0 for both presets) with ``overrides``; unknown keys are errors."""
+    """The preset's config (B0 for both presets) with ``overrides``; unknown keys are errors.
+    The tiny B0 loads the MiT-B0 stand-in unless ``mit_checkpoint`` is given (None: none)."""
     known = {f.name for f in dataclasses.fields(CMNeXtConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ConfigError(f"unknown CMNeXt option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     if isinstance(overrides.get("variant"), str):
         overrides["variant"] = overrides["variant"].lower()
+    if preset == "tiny" and overrides.get("variant", "b0") == "b0" and "mit_checkpoint" not in overrides:
+        overrides["mit_checkpoint"] = str(MIT_B0_TINY)
     config = CMNeXtConfig(**overrides)
     config.validate()
     return config
@@ -173,8 +179,7 @@ class CMNeXt(SegmentationMethod):
 
     def decode(self, features: Mapping[str, torch.Tensor], image_size: tuple[int, int]) -> MethodOutput:
         stages = self.backbone(self.network_inputs(features))
-        logits = F.interpolate(self.decode_head(stages), size=tuple(image_size), mode="bilinear",
-                               align_corners=False)
+        logits = upsample_logits(self.decode_head(stages), image_size)
         return MethodOutput(logits=logits, embedding=stages[-1])
 
     def loss(self, output: MethodOutput, target: torch.Tensor) -> torch.Tensor:
@@ -198,8 +203,7 @@ class CMNeXt(SegmentationMethod):
         path = Path(path)
         blob = read_weights(path, "MiT checkpoint", wrappers=("state_dict", "model"))  # as the reference unwraps
         state = {k: v for k, v in blob.items() if not k.startswith("head.")}
-        own = {k: v for k, v in self.backbone.state_dict().items()
-               if k.split(".")[0].rstrip("1234") in ("patch_embed", "block", "norm")}
+        own = {k: v for k, v in self.backbone.state_dict().items() if _is_mit_key(k)}
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         mismatched = sorted(f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
@@ -227,6 +231,15 @@ class CMNeXt(SegmentationMethod):
                                    "ignored": sorted(k for k in blob if k.startswith("head."))}
         return self.pretrained_summary
 
+    # --- the tiny stand-in (mlebench/pretrain.py) ------------------------------------------------
+    def prepare_pretraining(self) -> None:
+        """The whole RGB-only network learns (MiT backbone and SegFormer head)."""
+        self.requires_grad_(True)
+
+    def stand_in_state(self) -> dict[str, torch.Tensor]:
+        """The MiT (RGB stream) weights under SegFormer's ``mit_b0.pth`` key names."""
+        return {k: v.detach().clone() for k, v in self.backbone.state_dict().items() if _is_mit_key(k)}
+
     # --- bookkeeping ----------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, Any]:
         def params(mods: list[nn.Module]) -> list[nn.Parameter]:
@@ -243,3 +256,8 @@ class CMNeXt(SegmentationMethod):
         config = dataclasses.asdict(self.config)
         config.pop("mit_checkpoint")  # where the initial weights came from is run metadata
         return config
+
+
+def _is_mit_key(key: str) -> bool:
+    """A key of the RGB stream, named as in SegFormer's MiT (``patch_embed1``, ``block1``, ``norm1``)."""
+    return key.split(".")[0].rstrip("1234") in ("patch_embed", "block", "norm")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from methods.base import register_method
-from methods.mlesam import commands  # noqa: F401  (registers pretrain and bench lora)
-from methods.mlesam.model import MLESAM, MLESAMConfig, make_config
+from methods.base import StandIn, register_method
+from methods.mlesam import commands  # noqa: F401  (registers bench lora)
+from methods.mlesam.model import MLESAM, TINY_SAM2_CHECKPOINT, MLESAMConfig, make_config
 from mlebench.data.base import DatasetInfo
 
 # name -> (fusion, auxiliary head)
@@ -20,8 +20,12 @@ VARIANTS = {
 }
 
 
+#: every variant's tiny preset loads one SAM2 stand-in, trained through MLE-SAM's own model
+STAND_IN = StandIn("sam2-hiera-tiny", TINY_SAM2_CHECKPOINT, trained_by="mlesam-integrated")
+
+
 def _register(name: str, fusion: str, aux_head: bool) -> None:
-    @register_method(name, weights_option="sam2_checkpoint", default=name == "mlesam")
+    @register_method(name, weights_option="sam2_checkpoint", default=name == "mlesam", stand_in=STAND_IN)
     def build(info: DatasetInfo, modalities: Sequence[str], preset: str, **overrides: Any) -> MLESAM:
         config = make_config(preset, **{"fusion": fusion, "aux_head": aux_head, **overrides})
         return MLESAM(info, modalities, preset, config)

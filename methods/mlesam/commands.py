@@ -1,41 +1,10 @@
-"""MLE-SAM's own commands: ``mlebench pretrain`` (the tiny preset's stand-in SAM2) and
-``mlebench bench lora`` (grouped LoRA against a loop over modalities)."""
+"""MLE-SAM's own command: ``mlebench bench lora`` (grouped LoRA against a loop over modalities)."""
 
 from __future__ import annotations
-
-import sys
-import time
-from pathlib import Path
 
 import click
 
 from methods.base import register_command
-
-
-@register_command()
-@click.command("pretrain")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Output file (default: the shipped tiny checkpoint's path in the package).")
-@click.option("--steps", type=click.IntRange(1), default=4000, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--n-images", type=click.IntRange(1), default=600, show_default=True)
-def pretrain_cmd(out: Path | None, steps: int, batch_size: int, lr: float, seed: int, n_images: int) -> None:
-    """Pre-train the tiny preset's SAM2 on synthetic RGB (a stand-in for SAM2's weights).
-
-    Writes a SAM2-format checkpoint; the tiny preset loads the shipped one by default.
-    """
-    from methods.mlesam.model import TINY_SAM2_CHECKPOINT
-    from methods.mlesam.pretrain import pretrain_tiny_sam2
-
-    start = time.perf_counter()
-    result = pretrain_tiny_sam2(
-        out or TINY_SAM2_CHECKPOINT, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-        n_images=n_images, progress=sys.stderr.isatty(),
-    )
-    click.echo(f"wrote {result['out']} (final loss {result['final_loss']:.3f}, "
-               f"{time.perf_counter() - start:.0f} s)")
 
 
 @register_command("bench")

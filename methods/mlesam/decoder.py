@@ -2,9 +2,15 @@
 
 Pathway 1 is sam2's own ``MaskDecoder`` (TwoWayTransformer, output upscaling, hypernetwork
 MLPs) extended to K classes: ``num_multimask_outputs = K - 1`` gives K mask tokens and K
-hypernetwork MLPs, one per class. It runs with no prompts (an empty sparse embedding and the
-prompt encoder's no-mask dense embedding), the fused SFM as image embedding and the fused IFP
-and FFP as its high-resolution features, and yields logits at stride 4. We call
+hypernetwork MLPs, one per class. It runs with no prompt, the fused SFM as image embedding and
+the fused IFP and FFP as its high-resolution features, and yields logits at stride 4.
+
+"No prompt" follows SAM2's own path by default (``no_prompt="sam2"``): given no points,
+``SAM2Base._forward_sam_heads`` passes one point at (0, 0) labelled -1, and the prompt encoder
+pads a second one because there is no box; a label -1 embeds as ``not_a_point_embed`` alone, so
+the two-way transformer sees two "not a point" tokens next to the output tokens, as in SAM2's
+training. ``no_prompt="empty"`` passes no sparse token at all (this suite's behaviour before).
+The dense embedding is the prompt encoder's no-mask embedding either way, as in SAM2. We call
 ``MaskDecoder.predict_masks`` directly: ``SAM2Base._forward_sam_heads`` assumes a 64x64 image
 embedding and, in the 2.1 configs, overwrites masks by the object score.
 
@@ -49,16 +55,40 @@ def build_sam_heads(
     return prompt_encoder, mask_decoder
 
 
+#: how the decoder is prompted when there is no prompt (see the module docstring)
+NO_PROMPT_MODES = ("sam2", "empty")
+#: SAM2Base's no-prompt point plus the prompt encoder's padding point
+SAM2_NO_PROMPT_TOKENS = 2
+
+
+def no_prompt_tokens(prompt_encoder: PromptEncoder, batch: int, mode: str = "sam2",
+                     dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The sparse prompt embedding (B, N, C) for an image without prompts.
+
+    ``"sam2"``: what ``prompt_encoder(points=(zeros(B, 1, 2), -ones(B, 1)), boxes=None,
+    masks=None)`` returns, as ``SAM2Base`` calls it without points: two ``not_a_point_embed``
+    tokens (a label -1 replaces the point's positional encoding). ``"empty"``: (B, 0, C).
+    """
+    weight = prompt_encoder.not_a_point_embed.weight  # (1, C)
+    dtype = dtype or weight.dtype
+    if mode == "empty":
+        return weight.new_zeros(batch, 0, weight.shape[1], dtype=dtype)
+    if mode != "sam2":
+        raise ValueError(f"unknown no-prompt mode {mode!r}; known: {', '.join(NO_PROMPT_MODES)}")
+    return weight.to(dtype).expand(batch, SAM2_NO_PROMPT_TOKENS, -1)
+
+
 def semantic_mask_logits(
     prompt_encoder: PromptEncoder,
     mask_decoder: MaskDecoder,
     sfm: torch.Tensor,
     ifp: torch.Tensor,
     ffp: torch.Tensor,
+    no_prompt: str = "sam2",
 ) -> torch.Tensor:
     """K-class logits at stride 4 from fused SFM (stride 16), IFP (8) and FFP (4)."""
     b, c, h, w = sfm.shape
-    sparse = sfm.new_zeros(b, 0, c)  # no point/box prompts
+    sparse = no_prompt_tokens(prompt_encoder, b, no_prompt, sfm.dtype)
     dense = prompt_encoder.no_mask_embed.weight.reshape(1, c, 1, 1).expand(b, c, h, w)
     # The dense positional encoding for this embedding size (any size, not only 64x64).
     image_pe = prompt_encoder.pe_layer((h, w)).unsqueeze(0).to(sfm.dtype)

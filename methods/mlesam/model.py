@@ -19,17 +19,17 @@ from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
-import torch.nn.functional as F
 from sam2.modeling.backbones.hieradet import Hiera
 from sam2.modeling.backbones.image_encoder import FpnNeck, ImageEncoder
 from sam2.modeling.position_encoding import PositionEmbeddingSine
 from torch import nn
 
-from methods.base import MethodOutput, SegmentationMethod
+from methods.base import MethodOutput, SegmentationMethod, upsample_logits
 from methods.losses import ohem_cross_entropy
-from methods.mlesam.decoder import AuxiliaryHead, build_sam_heads, semantic_mask_logits
+from methods.mlesam.decoder import NO_PROMPT_MODES, AuxiliaryHead, build_sam_heads, semantic_mask_logits
 from methods.mlesam.fusion import FUSION_MODES, ROUTERS, MultiModalFusion
 from methods.mlesam.lora import ModalityLoRA
+from methods.weights import SAM2_HIERA_TINY
 from mlebench.data.base import DatasetInfo
 from mlebench.errors import ConfigError
 
@@ -100,6 +100,9 @@ class MLESAMConfig:
     # (choice) a missing modality is dropped from fusion; "zero" feeds it as an all-zero
     # (normalised) input instead, the policy of early-fusion baselines, for like-for-like studies
     missing_modality: str = "drop"
+    # the decoder's sparse tokens without a prompt: SAM2's two "not a point" tokens, or none
+    # ("empty", this suite's behaviour before); see methods/mlesam/decoder.py
+    no_prompt: str = "sam2"
 
     def validate(self) -> None:
         self.trunk.validate()
@@ -115,12 +118,16 @@ class MLESAMConfig:
             raise ConfigError(
                 f"unknown missing_modality {self.missing_modality!r}; known: {', '.join(MISSING_POLICIES)}"
             )
+        if self.no_prompt not in NO_PROMPT_MODES:
+            raise ConfigError(f"unknown no_prompt {self.no_prompt!r}; known: {', '.join(NO_PROMPT_MODES)}")
         if not 0.0 <= self.aux_output_weight <= 1.0:
             raise ConfigError(f"aux_output_weight {self.aux_output_weight} is not in [0, 1]")
 
 
-# Made by `mlebench pretrain` (see methods/mlesam/pretrain.py); the tiny preset's frozen SAM2.
-TINY_SAM2_CHECKPOINT = Path(__file__).parent / "assets" / "sam2_hiera_tiny_synthetic.pt"
+# Made by `mlebench pretrain --method mlesam` (mlebench/pretrain.py); the tiny preset's frozen SAM2.
+TINY_SAM2_CHECKPOINT = SAM2_HIERA_TINY
+#: the SAM2 parts (sam2's key names) a SAM2 checkpoint and the tiny stand-in hold
+SAM2_PREFIXES = ("image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder.", "no_mem_embed")
 
 PRESET_CONFIGS = {
     "paper": MLESAMConfig(image_size=1024, trunk=HIERA_BASE_PLUS),
@@ -253,9 +260,10 @@ class MLESAM(SegmentationMethod):
         levels = [[features[m][level] for m in present] for level in range(3)]
         sfm, ifp, ffp = self.fusion(levels)
         def up(x: torch.Tensor) -> torch.Tensor:
-            return F.interpolate(x, size=image_size, mode="bilinear", align_corners=False)
+            return upsample_logits(x, image_size)
 
-        main = semantic_mask_logits(self.sam_prompt_encoder, self.sam_mask_decoder, sfm, ifp, ffp)
+        main = semantic_mask_logits(self.sam_prompt_encoder, self.sam_mask_decoder, sfm, ifp, ffp,
+                                    self.config.no_prompt)
         if self.aux_head is None:
             logits = up(main)
             return MethodOutput(logits=logits, embedding=sfm, main_logits=logits)
@@ -279,6 +287,19 @@ class MLESAM(SegmentationMethod):
         return total
 
     # --- bookkeeping --------------------------------------------------------------------
+    # --- the tiny stand-in (mlebench/pretrain.py) ----------------------------------------
+    def prepare_pretraining(self) -> None:
+        """The whole SAM2 (Hiera trunk, FPN neck, mask decoder with its two-way transformer) and
+        the auxiliary head learn, on RGB; the LoRA deltas stay zero so the trunk itself learns."""
+        for name, param in self.named_parameters():
+            param.requires_grad_(name.startswith(SAM2_PREFIXES) or name.startswith("aux_head."))
+        self.image_encoder.requires_grad_(True)
+        self.lora.requires_grad_(False)
+
+    def stand_in_state(self) -> dict[str, torch.Tensor]:
+        """A SAM2-format state dict (sam2's key names), as ``sam2_checkpoint`` reads it."""
+        return {k: v.detach().clone() for k, v in self.state_dict().items() if k.startswith(SAM2_PREFIXES)}
+
     def parameter_groups(self) -> dict[str, Any]:
         groups: dict[str, Any] = {f"lora.{m}": self.lora.parameters_of(m) for m in self.modalities}
         groups["fusion"] = self.fusion
