@@ -247,6 +247,34 @@ def params_cmd(method_name: str, preset: str, dataset: str, modalities: str | No
         click.echo(f"{key:<22} {report[key] / 1e6:10.3f} M")
 
 
+@main.command("pretrain")
+@click.option("--method", "method_name", type=_method_choice(), default=_default_method, show_default="mlesam",
+              help="Whose tiny stand-in backbone to make (methods sharing a backbone share the file).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Output file (default: the shipped stand-in's path, with its .json record beside it).")
+@click.option("--steps", type=click.IntRange(1), default=4000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--n-images", type=click.IntRange(1), default=600, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=2, show_default=True,
+              help="CPU threads (results depend on it; the shipped stand-ins used 2).")
+def pretrain_cmd(method_name: str, out: Path | None, steps: int, batch_size: int, lr: float, seed: int,
+                 n_images: int, threads: int) -> None:
+    """Pre-train a method's tiny stand-in backbone on synthetic RGB, by the one shared recipe.
+
+    Real SAM2, SAM and MiT weights cannot be downloaded here; every tiny preset loads a stand-in
+    made by this command with the same data and budget (see docs/baselines.md).
+    """
+    from mlebench.pretrain import PretrainRecipe, pretrain_stand_in
+
+    recipe = PretrainRecipe(steps=steps, batch_size=batch_size, lr=lr, seed=seed, n_images=n_images, threads=threads)
+    record = pretrain_stand_in(method_name, out, recipe, progress=sys.stderr.isatty(),
+                               report=None if sys.stderr.isatty() else lambda line: click.echo(line, err=True))
+    click.echo(f"wrote {record['out']} ({record['stand_in']}, trained through {record['trained_by']}; "
+               f"final loss {record['final_loss']:.3f}, {record['train_seconds']:.0f} s, sha256 {record['sha256'][:16]})")
+
+
 @main.group(cls=_Group)
 def bench() -> None:
     """Speed benchmarks: both variants measured side by side in one run."""
@@ -312,6 +340,9 @@ def _job_options(with_protocol: bool, checkpoint_required: bool = False):
                          help="A method option (repeatable), e.g. -o top_k=1; values are read as YAML."),
             click.option("--seed", type=int, default=0, show_default=True),
             _device_option,
+            click.option("--num-workers", type=click.IntRange(0), default=None,
+                         help="Data-loading worker processes for training and evaluation "
+                              "(default: 0 on CPU, up to 8 on a GPU; see docs/benchmark.md)."),
             click.option("--progress-every", type=click.FloatRange(min=0), default=30.0, show_default=True,
                          help="Seconds between progress lines when stdout is not a terminal (CI logs, > log)."),
         ]
@@ -323,6 +354,8 @@ def _job_options(with_protocol: bool, checkpoint_required: bool = False):
                 click.option("--batch-size", "eval_batch_size", type=click.IntRange(1), default=4,
                              show_default=True, help="Evaluation batch size."),
                 click.option("--no-feature-cache", is_flag=True, help="Re-encode every modality for every case."),
+                click.option("--amp", "eval_amp", is_flag=True,
+                             help="Evaluate under bf16 autocast (see docs/benchmark.md for its mIoU effect)."),
                 click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False),
                              required=checkpoint_required, default=None,
                              help="Evaluate this checkpoint instead of training."),
@@ -416,6 +449,7 @@ def _spec(params: dict[str, Any], protocol: str | None) -> Any:
         save_checkpoint=params.get("save_checkpoint"), resume=params.get("resume", False),
         eval_split=params.get("eval_split", "val"), eval_batch_size=params.get("eval_batch_size", 4),
         feature_cache=not params.get("no_feature_cache", False),
+        num_workers=params.get("num_workers"), eval_amp=params.get("eval_amp", False),
     )  # fmt: skip
     validate_spec(spec, "train" if protocol is None else "run")
     return spec
@@ -730,28 +764,128 @@ def compare_cmd(run_a: str, run_b: str, results_path: Path, resamples: int, seed
 @click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None)
 @click.option("--samples", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--eval-size", type=click.IntRange(32), default=None,
+              help="Short side to evaluate at (default: what `mlebench run` uses for the preset).")
+@click.option("--amp", is_flag=True, help="Evaluate under bf16 autocast.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def bench_feature_cache_cmd(
     method_name: str, protocol: str, preset: str, dataset: str, data_root: Path | None, samples: int,
-    batch_size: int, device: str, as_json: bool,
+    batch_size: int, eval_size: int | None, amp: bool, device: str, as_json: bool,
 ) -> None:
-    """Evaluation with and without the per-modality feature cache, side by side."""
+    """Evaluation as `mlebench run` does it: the full protocol, and PROTOCOL with and without
+    the per-modality feature cache, side by side, with encoder passes and where the time goes."""
     import json
 
     from mlebench.bench import bench_feature_cache
 
-    result = bench_feature_cache(method_name, protocol, preset, dataset, data_root, samples=samples,
-                                 batch_size=batch_size, device=device)
+    r = bench_feature_cache(method_name, protocol, preset, dataset, data_root, samples=samples,
+                            batch_size=batch_size, device=device, eval_size=eval_size, amp=amp)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(json.dumps(r, indent=2))
         return
-    click.echo(f"{protocol} ({result['cases']} cases) with {method_name} ({preset}) on {result['samples']} "
-               f"{dataset} samples, batch {batch_size}, {device}")
-    click.echo(f"  uncached (one pass per case) : {result['uncached_s']:8.2f} s")
-    click.echo(f"  feature cache (one pass)     : {result['cached_s']:8.2f} s")
-    click.echo(f"  ratio uncached/cached        : {result['ratio']:8.2f}x")
-    click.echo(f"  max |mIoU difference|        : {result['miou_max_abs_diff']:.2e}")
+    size = f"{r['eval_size']} px short side" if r["eval_size"] else "stored size"
+    click.echo(f"{method_name} ({preset}) on {r['samples']} {dataset} samples at {size}, batch {batch_size}, "
+               f"{device}{', bf16' if amp else ''}")
+    click.echo(f"  {'':34} {'s/sample':>9} {'enc.passes':>10} {'encode':>8} {'decode':>8} {'other':>8}")
+    labels = {"full": "full protocol (1 case)", "cached": f"{protocol} ({r['cases']}), feature cache",
+              "uncached": f"{protocol} ({r['cases']}), no cache"}
+    for key, label in labels.items():
+        run = r["runs"][key]
+        passes = run["encoder_passes_per_sample"] or run["forward_passes_per_sample"]
+        click.echo(f"  {label:<34} {run['per_sample_s']:9.3f} {passes:10.0f} {run['encode_s']:7.2f}s "
+                   f"{run['decode_s']:7.2f}s {run['other_s']:7.2f}s")
+    click.echo(f"  ratio no cache / feature cache     : {r['ratio']:6.2f}x")
+    click.echo(f"  {protocol} / full, per sample : {r['cached_vs_full_per_sample']:6.2f}x")
+    click.echo(f"  max |mIoU difference|              : {r['miou_max_abs_diff']:.2e}")
+
+
+@bench.command("decode")
+@click.option("--method", "method_name", type=_method_choice(), default=_default_method(), show_default=True)
+@click.option("--preset", type=click.Choice(["tiny", "paper"]), default="tiny", show_default=True)
+@click.option("--samples", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--repeats", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_decode_cmd(method_name: str, preset: str, samples: int, batch_size: int, repeats: int, as_json: bool) -> None:
+    """Decode + prediction with plain and channels-last logit upsampling, against one encode."""
+    import json
+
+    from mlebench.bench import bench_decode
+
+    r = bench_decode(method_name, preset, samples=samples, batch_size=batch_size, repeats=repeats)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    click.echo(f"{method_name} ({preset}), {r['samples']} synthetic val samples at {r['image_size'][0]}x"
+               f"{r['image_size'][1]}, batch {batch_size}, {len(r['modalities'])} modalities (best of {repeats})")
+    click.echo(f"  encode, one modality           : {r['encode_one_modality_s'] * 1e3:8.1f} ms")
+    click.echo(f"  decode + argmax, plain upsample: {r['decode_plain_s'] * 1e3:8.1f} ms "
+               f"({r['decode_plain_per_encode']:.2f} of an encode)")
+    click.echo(f"  decode + argmax, channels-last : {r['decode_s'] * 1e3:8.1f} ms "
+               f"({r['decode_per_encode']:.2f} of an encode)")
+    click.echo(f"  speed-up                       : {r['speedup']:8.2f}x")
+    click.echo(f"  predictions identical          : {'yes' if r['predictions_identical'] else 'NO'}")
+
+
+@bench.command("loader")
+@click.option("--method", "method_name", type=_method_choice(), default=_default_method(), show_default=True)
+@click.option("--preset", type=click.Choice(["tiny", "paper"]), default="tiny", show_default=True)
+@click.option("--samples", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--workers", default="0,2", show_default=True, help="Worker counts to measure (comma-separated).")
+@click.option("--json", "as_json", is_flag=True)
+def bench_loader_cmd(method_name: str, preset: str, samples: int, batch_size: int, workers: str, as_json: bool) -> None:
+    """Data loading (training crops, evaluation samples) against the model, in samples per second."""
+    import json
+
+    from mlebench.bench import bench_loader
+
+    try:
+        counts = tuple(int(w) for w in workers.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{workers!r} is not a comma-separated list of integers", param_hint="--workers") from None
+    if any(c < 0 for c in counts):
+        raise click.BadParameter(f"{workers!r}: worker counts must be >= 0", param_hint="--workers")
+    r = bench_loader(method_name, preset, samples=samples, batch_size=batch_size, workers=counts)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    click.echo(f"{method_name} ({preset}), {samples} synthetic samples, batch {batch_size}, CPU (samples/s)")
+    for count, rates in r["loader"].items():
+        click.echo(f"  loader, {count} workers : train {rates['train_samples_per_s']:8.1f}   "
+                   f"eval {rates['eval_samples_per_s']:8.1f}")
+    click.echo(f"  model             : train {r['model_train_samples_per_s']:8.1f}   "
+               f"eval {r['model_eval_samples_per_s']:8.1f}")
+
+
+@bench.command("throughput")
+@click.option("--method", "method_name", type=_method_choice(), default=_default_method(), show_default=True)
+@click.option("--preset", type=click.Choice(["tiny", "paper"]), default="paper", show_default=True)
+@click.option("--device", default="cuda", show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_throughput_cmd(method_name: str, preset: str, device: str, batch_size: int, steps: int, as_json: bool) -> None:
+    """Images per second and peak GPU memory: training steps, evaluation in fp32 and in bf16.
+    Without a CUDA device it says so and exits 0."""
+    import json
+
+    from mlebench.bench import bench_throughput
+
+    r = bench_throughput(method_name, preset, device, batch_size, steps)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    if "skipped" in r:
+        click.echo(f"bench throughput skipped: {r['skipped']}")
+        return
+    click.echo(f"{method_name} ({preset}) on {r['device']}, batch {batch_size}, {steps} steps; train crops "
+               f"{r['crop_size']}, eval {r['eval_size']}")
+    for key, label in (("train", f"train ({'bf16' if r['train_amp'] else 'fp32'})"), ("eval_fp32", "eval fp32"),
+                       ("eval_bf16", "eval bf16")):
+        peak = f"{r[key]['peak_gib']:.2f} GiB peak" if r[key]["peak_gib"] is not None else "peak n/a (not CUDA)"
+        click.echo(f"  {label:<12}: {r[key]['images_per_s']:8.2f} img/s   {peak}")
 
 
 @main.command("check")
@@ -799,7 +933,7 @@ def check_cmd(baseline: Path | None, update: bool, method_list: str | None, seed
 
 
 def _add_method_commands() -> None:
-    """Commands a method's package brings (e.g. MLE-SAM's ``pretrain`` and ``bench lora``)."""
+    """Commands a method's package brings (e.g. MLE-SAM's ``bench lora``)."""
     from methods.base import method_commands
 
     groups = {None: main, "bench": bench}

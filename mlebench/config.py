@@ -89,6 +89,8 @@ class RunSpec:
     eval_split: str = "val"
     eval_batch_size: int = 4
     feature_cache: bool = True
+    num_workers: int | None = None  # data-loading processes, train and eval (None: default_num_workers)
+    eval_amp: bool = False  # evaluate under bf16 autocast (``--amp``)
     bootstrap: BootstrapSpec = field(default_factory=BootstrapSpec)
     group_id: str | None = None  # ties the runs of one multi-seed command together
 
@@ -361,12 +363,27 @@ def check_device(device: str, option: str = "--device") -> None:
     raise ConfigError(f"{option} {device}: mlebench runs on cpu, cuda or mps; available: {available}")
 
 
-_SPEC_LIMITS: dict[str, dict[str, Any]] = {"steps": {"ge": 1}, "epochs": {"ge": 1}, "eval_batch_size": {"ge": 1}}
+_SPEC_LIMITS: dict[str, dict[str, Any]] = {"steps": {"ge": 1}, "epochs": {"ge": 1}, "eval_batch_size": {"ge": 1},
+                                           "num_workers": {"ge": 0}}
 _SPEC_TYPES: dict[str, Any] = {"steps": int | None, "epochs": int | None, "seed": int, "eval_batch_size": int,
-                               "resume": bool, "feature_cache": bool, "device": str, "eval_split": str}
+                               "resume": bool, "feature_cache": bool, "device": str, "eval_split": str,
+                               "num_workers": int | None, "eval_amp": bool}
 _SPEC_FLAGS = {"steps": "--steps", "epochs": "--epochs", "seed": "--seed", "eval_batch_size": "--batch-size",
                "resume": "--resume", "feature_cache": "--no-feature-cache", "device": "--device",
-               "eval_split": "--split"}
+               "eval_split": "--split", "num_workers": "--num-workers", "eval_amp": "--amp"}
+
+
+def default_num_workers(device: str, local_processes: int = 1) -> int:
+    """Data-loading worker processes when none are asked for (choice, docs/benchmark.md).
+
+    On CPU the model already uses every core, so loading in the main process (0) costs the
+    least; a worker only overlaps decoding with compute it competes with. On a GPU the CPU is
+    otherwise idle: up to 8 workers per process, leaving one core per process free.
+    """
+    if not str(device).startswith("cuda"):
+        return 0
+    cores = os.cpu_count() or 1
+    return max(1, min(8, cores // max(1, local_processes) - 1))
 
 
 def _same_file(a: Path, b: Path) -> bool:

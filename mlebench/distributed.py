@@ -25,6 +25,11 @@ def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
+def local_world_size() -> int:
+    """Processes on this machine (torchrun's LOCAL_WORLD_SIZE; 1 outside torchrun)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def is_main() -> bool:
     """Rank 0: the process that writes results, checkpoints and output."""
     return rank() == 0

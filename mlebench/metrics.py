@@ -158,6 +158,17 @@ def mean_over_classes(per_class: torch.Tensor, convention: str) -> float:
     raise ValueError(f"unknown mIoU convention {convention!r}; known: {', '.join(CONVENTIONS)}")
 
 
+def predict_labels(logits: torch.Tensor) -> torch.Tensor:
+    """Per-pixel class: the first maximum over dim 1 of (B, K, H, W) logits (as ``argmax``).
+
+    ``argmax`` is fast on channels-last logits and slow on contiguous ones, where
+    ``max().indices`` (same result, first maximum on ties) is faster; use whichever suits.
+    """
+    if logits.is_contiguous(memory_format=torch.channels_last) and not logits.is_contiguous():
+        return logits.argmax(1)
+    return logits.max(1).indices
+
+
 def per_sample_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
     """Per sample and class: true positives, false positives, false negatives, as an int64
     tensor (B, 3, K) on the inputs' device. ``pred`` and ``target`` are (B, H, W) labels.

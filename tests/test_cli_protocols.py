@@ -607,18 +607,75 @@ def test_mcubes_missing_modality_matches_the_reference(tmp_path: Path):
         check_case(rows, method, samples, subset)
 
 
+def test_data_loading_workers_change_nothing_and_bf16_eval_is_recorded(runs: ProtocolRuns, root: Path,
+                                                                          tmp_path: Path):
+    r = runs("missing-modality")
+    db, ckpt = tmp_path / "w.sqlite", tmp_path / "w.pt"
+    common = ["--protocol", "missing-modality", "--data-root", root, "--config", r["config"], "--seed", SEED,
+              "--weights", "none", "--batch-size", BATCH, "--results", db]
+    cli("run", *common, "--steps", "2", "--save-checkpoint", ckpt, "--num-workers", "2")
+    a, b = read_checkpoint(r["ckpt"])["state_dict"], read_checkpoint(ckpt)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # 2 workers train the same weights
+    run_id = ResultsStore(db).runs().id[0]
+    same_values(as_dict(r["run_rows"]), as_dict(run_rows(db, run_id)))  # ... and score the same
+    config = ResultsStore(db).runs().config[0]
+    assert config["train"]["num_workers"] == 2 and config["eval_num_workers"] == 2 and config["eval_amp"] is False
+    assert r["run_config"]["eval_num_workers"] == 0 and r["run_config"]["train"]["num_workers"] == 0  # CPU default
+    cli("eval", *common, "--checkpoint", r["ckpt"], "--amp")
+    runs_now = ResultsStore(db).runs()
+    assert runs_now.config[0]["eval_amp"] is True
+    fp32 = as_dict(r["eval_rows"])
+    bf16 = as_dict(run_rows(db, runs_now.id[0]))
+    assert fp32.keys() == bf16.keys()
+    mious = [(fp32[k], bf16[k]) for k in fp32 if k[4] == "miou"]
+    assert all(math.isfinite(b) for _, b in mious)
+    assert max(abs(a - b) for a, b in mious) < 5.0  # bf16 logits: close to fp32, not bit-equal
+    result = CliRunner().invoke(main, ["eval", *map(str, common), "--checkpoint", str(r["ckpt"]), "--num-workers", "-1"])
+    assert result.exit_code == 2 and "--num-workers" in result.output
+
+
 # --- bench and pretrain ---------------------------------------------------------------------------
 def test_bench_feature_cache_json(root: Path):
-    result = cli("bench", "feature-cache", "--samples", "2", "--batch-size", "2", "--data-root", root, "--json")
+    result = cli("bench", "feature-cache", "--samples", "3", "--batch-size", "2", "--data-root", root, "--json")
     report = json.loads(result.output)
-    assert set(report) == {"method", "protocol", "cases", "samples", "batch_size", "device", "cached_s",
-                           "uncached_s", "ratio", "miou_max_abs_diff"}
-    assert report["method"] == "mlesam" and report["protocol"] == "missing-modality"
-    assert report["cases"] == 15 and report["samples"] == 2 and report["batch_size"] == 2
-    assert report["device"] == "cpu"
+    assert report["method"] == "mlesam" and report["protocol"] == "missing-modality" and report["preset"] == "tiny"
+    assert report["cases"] == 15 and report["samples"] == 3 and report["batch_size"] == 2
+    assert report["device"] == "cpu" and report["eval_size"] is None  # the tiny preset evaluates as stored
     assert report["miou_max_abs_diff"] == 0
-    assert report["cached_s"] > 0 and report["uncached_s"] > 0
-    assert report["ratio"] == report["uncached_s"] / report["cached_s"]  # formatting only, no timing claim
+    full, cached, uncached = (report["runs"][k] for k in ("full", "cached", "uncached"))
+    assert (full["cases"], cached["cases"], uncached["cases"]) == (1, 15, 15)
+    # Encoder passes per sample: four modalities once each; without the cache, every subset's
+    # own (4 subsets of 1, 6 of 2, 4 of 3, 1 of 4 modalities: 32).
+    assert (full["encoder_passes_per_sample"], cached["encoder_passes_per_sample"],
+            uncached["encoder_passes_per_sample"]) == (4, 4, 32)
+    for run in (full, cached, uncached):
+        assert run["seconds"] > 0 and run["encode_s"] > 0 and run["decode_s"] > 0
+        assert run["encode_s"] + run["decode_s"] + run["other_s"] == pytest.approx(run["seconds"])
+        assert run["per_sample_s"] == run["seconds"] / 3
+    assert report["ratio"] == uncached["seconds"] / cached["seconds"]  # formatting only, no timing claim
+    assert report["cached_vs_full_per_sample"] == cached["per_sample_s"] / full["per_sample_s"]
+    text = cli("bench", "feature-cache", "--samples", "2", "--batch-size", "2", "--data-root", root,
+               "--eval-size", "96", "--protocol", "full").output
+    assert "at 96 px short side" in text and "full protocol (1 case)" in text
+
+
+def test_bench_decode_loader_and_throughput(root: Path):
+    r = json.loads(cli("bench", "decode", "--samples", "2", "--batch-size", "2", "--repeats", "1", "--json").output)
+    assert r["predictions_identical"] is True and r["image_size"] == [256, 256]
+    assert r["speedup"] == r["decode_plain_s"] / r["decode_s"]
+    r = json.loads(cli("bench", "loader", "--samples", "4", "--batch-size", "2", "--workers", "0,1", "--json").output)
+    assert set(r["loader"]) == {"0", "1"} and all(v["train_samples_per_s"] > 0 for v in r["loader"].values())
+    assert r["model_train_samples_per_s"] > 0 and r["model_eval_samples_per_s"] > 0
+    result = CliRunner().invoke(main, ["bench", "loader", "--workers", "0,x"])
+    assert result.exit_code == 2 and "'0,x' is not a comma-separated list of integers" in result.output
+    if not torch.cuda.is_available():
+        assert cli("bench", "throughput").output.strip() == (
+            "bench throughput skipped: no CUDA device (torch.cuda.is_available() is False)")
+    r = json.loads(cli("bench", "throughput", "--device", "cpu", "--preset", "tiny", "--steps", "1",
+                       "--batch-size", "1", "--json").output)
+    assert r["crop_size"] == 128 and r["eval_size"] == 128 and r["train_amp"] is False
+    for key in ("train", "eval_fp32", "eval_bf16"):
+        assert r[key]["images_per_s"] > 0 and r[key]["peak_gib"] is None  # no CUDA memory on CPU
 
 
 def test_pretrain_writes_a_deterministic_loadable_sam2_checkpoint(tmp_path: Path):
@@ -632,7 +689,7 @@ def test_pretrain_writes_a_deterministic_loadable_sam2_checkpoint(tmp_path: Path
         assert torch.equal(tensor, blobs[1]["model"][key]), key
     assert blobs[0]["mlebench_pretrain"]["final_loss"] == blobs[1]["mlebench_pretrain"]["final_loss"]
     assert blobs[0]["mlebench_pretrain"]["command"] == (
-        "mlebench pretrain --steps 2 --batch-size 2 --lr 0.001 --seed 0 --n-images 4")
+        "mlebench pretrain --method mlesam --steps 2 --batch-size 2 --lr 0.001 --seed 0 --n-images 4 --threads 2")
     method = build_method("mlesam", dataset_info("synthetic"), list(MODS), "tiny", sam2_checkpoint=str(outs[0]))
     sha = hashlib.sha256(outs[0].read_bytes()).hexdigest()
     assert method.frozen_source == f"sam2:{sha[:16]}"

@@ -84,6 +84,29 @@ def test_every_subset_decodes_and_training_lowers_the_loss(name: str):
 
 
 @pytest.mark.parametrize("name", METHODS)
+def test_channels_last_upsampling_predicts_what_the_plain_one_does(name: str):
+    """``upsample_logits`` (channels-last, for speed) against a plain contiguous bilinear
+    upsampling followed by ``max(1).indices``: the same predictions, on trained-like logits of
+    the shipped stand-ins and the synthetic val images."""
+    from methods.base import contiguous_upsampling
+    from mlebench.data import load_dataset
+    from mlebench.data.transforms import normalize_modality
+    from mlebench.metrics import predict_labels
+
+    torch.manual_seed(0)
+    method = build_method(name, INFO, PAIR, "tiny").eval()  # the stand-in weights: peaky logits
+    data = load_dataset("synthetic", None, "val", list(PAIR))
+    batch = {m: torch.stack([normalize_modality(data[i][m], INFO.modality(m)) for i in range(2)]) for m in PAIR}
+    with torch.no_grad():
+        fast = method(batch).logits
+        with contiguous_upsampling():
+            plain = method(batch).logits
+    assert fast.is_contiguous(memory_format=torch.channels_last) and plain.is_contiguous()
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    assert torch.equal(predict_labels(fast), plain.max(1).indices)
+
+
+@pytest.mark.parametrize("name", METHODS)
 def test_checkpoint_round_trips_and_another_method_refuses_it(name: str, tmp_path: Path):
     method = _build(name)
     with torch.no_grad():

@@ -21,8 +21,11 @@ back in data-set order.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -36,7 +39,7 @@ from mlebench.corruptions import Corruption, corrupt_batch
 from mlebench.data.transforms import normalize_modality
 from mlebench.distributed import gather_objects, is_distributed, world_size
 from mlebench.distributed import rank as process_rank
-from mlebench.metrics import ConfusionMatrix, per_sample_counts
+from mlebench.metrics import ConfusionMatrix, per_sample_counts, predict_labels
 from mlebench.protocols.base import ALL, CaseResult, EvalCase
 
 
@@ -53,6 +56,45 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
+@dataclass
+class EvalProfile:
+    """Where an evaluation's time goes (filled by ``evaluate_cases(profile=...)``).
+
+    ``encoder_passes``: images through one modality's encoder (a batch of B images of one
+    modality counts B); ``forward_passes``: images through a whole network (methods that fuse
+    early, whose ``encode`` is only a check). ``encode_s`` and ``decode_s`` time those calls (a
+    whole forward counts as decoding); ``total_s`` the whole evaluation, so the rest (loading,
+    resizing, normalising, corrupting, metrics) is ``total_s - encode_s - decode_s``.
+    """
+
+    encoder_passes: int = 0
+    forward_passes: int = 0
+    encode_s: float = 0.0
+    decode_s: float = 0.0
+    total_s: float = 0.0
+    samples: int = 0
+    device: str = "cpu"
+
+    @contextlib.contextmanager
+    def timing(self, part: str) -> Iterator[None]:
+        sync = torch.cuda.synchronize if self.device.startswith("cuda") else (lambda: None)
+        sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            sync()
+            setattr(self, f"{part}_s", getattr(self, f"{part}_s") + time.perf_counter() - start)
+
+    @property
+    def other_s(self) -> float:
+        return self.total_s - self.encode_s - self.decode_s
+
+
+def _timed(profile: EvalProfile | None, part: str) -> Any:
+    return profile.timing(part) if profile is not None else contextlib.nullcontext()
+
+
 def _condition_mask(meta: Mapping[str, Sequence[str]], condition: str, n: int) -> torch.Tensor:
     if condition == ALL:
         return torch.ones(n, dtype=torch.bool)
@@ -64,8 +106,10 @@ def _condition_mask(meta: Mapping[str, Sequence[str]], condition: str, n: int) -
 class _CaseInputs:
     """Normalised (and corrupted) inputs and their features for one batch, computed lazily."""
 
-    def __init__(self, method: Any, batch: dict[str, Any], device: torch.device, base_seed: int) -> None:
+    def __init__(self, method: Any, batch: dict[str, Any], device: torch.device, base_seed: int,
+                 profile: EvalProfile | None = None) -> None:
         self.method, self.batch, self.device, self.base_seed = method, batch, device, base_seed
+        self.profile = profile
         h, w = batch["label"].shape[-2:]
         m = getattr(method, "size_multiple", 1)
         self.pad = ((-h) % m, (-w) % m)
@@ -88,8 +132,16 @@ class _CaseInputs:
     def features(self, modality: str, corruption: Corruption | None) -> Any:
         key = (modality, corruption.name if corruption is not None and corruption.modality == modality else "")
         if key not in self._features:
-            self._features[key] = self.method.encode(modality, self.input(modality, corruption))
+            x = self.input(modality, corruption)
+            self._features[key] = self.encode(modality, x)
         return self._features[key]
+
+    def encode(self, modality: str, x: torch.Tensor) -> Any:
+        with _timed(self.profile, "encode"):
+            features = self.method.encode(modality, x)
+        if self.profile is not None:
+            self.profile.encoder_passes += x.shape[0]
+        return features
 
     def zeros_features(self, modality: str) -> Any:
         """Features of an all-zero (normalised) input, for methods that cannot drop a modality."""
@@ -97,7 +149,7 @@ class _CaseInputs:
         if key not in self._features:
             b, c, h, w = self.batch[modality].shape
             zero = torch.zeros((b, c, h + self.pad[0], w + self.pad[1]), dtype=torch.float32, device=self.device)
-            self._features[key] = self.method.encode(modality, zero)
+            self._features[key] = self.encode(modality, zero)
         return self._features[key]
 
 
@@ -120,8 +172,14 @@ def _case_forward(method: Any, cache: _CaseInputs, case: EvalCase) -> Any:
         names = list(method.modalities)
     if method.separable_encoder:
         size = tuple(next(iter(inputs.values())).shape[-2:])
-        return method.decode({m: method.encode(m, inputs[m]) for m in names}, size)
-    return method(inputs, names)
+        features = {m: cache.encode(m, inputs[m]) for m in names}
+        with _timed(cache.profile, "decode"):
+            return method.decode(features, size)
+    with _timed(cache.profile, "decode"):
+        output = method(inputs, names)
+    if cache.profile is not None:
+        cache.profile.forward_passes += next(iter(inputs.values())).shape[0]
+    return output
 
 
 class PixelSampler:
@@ -208,6 +266,8 @@ def evaluate_cases(
     eval_size: int | None = None,
     keep_predictions: Sequence[EvalCase] = (),
     n_predictions: int = 3,
+    amp: bool = False,
+    profile: EvalProfile | None = None,
 ) -> list[CaseResult]:
     """Confusion-matrix metrics for every case, in the order given.
 
@@ -222,6 +282,9 @@ def evaluate_cases(
     For the cases in ``keep_predictions``, the predicted label maps of the first
     ``n_predictions`` scored samples (in data-set order) are returned too, for qualitative
     figures.
+
+    ``num_workers`` data-loading processes (kept alive across the passes); ``amp``: encode and
+    decode under bf16 autocast (metrics in full precision); ``profile``: where the time goes.
     """
     device = torch.device(device)
     method.to(device).eval()
@@ -230,7 +293,8 @@ def evaluate_cases(
     distributed = is_distributed()
     rank, world = process_rank(), world_size()
     sampler = ShardSampler(len(dataset), rank, world)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                        persistent_workers=num_workers > 0, pin_memory=device.type == "cuda")
     info = dataset.info
     matrices = {c: ConfusionMatrix(method.num_classes, info.ignore_index, device) for c in cases}
     counts: dict[EvalCase, int] = defaultdict(int)
@@ -239,6 +303,8 @@ def evaluate_cases(
     kept: dict[EvalCase, list[tuple[int, str, np.ndarray]]] = defaultdict(list)
     samplers = {c: PixelSampler(collect_pixels, base_seed) for c in cases} if collect_pixels else {}
     use_cache = feature_cache and method.separable_encoder
+    started = time.perf_counter()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
     passes = [list(cases)] if use_cache else [[c] for c in cases]  # uncached: one pass per case
     bar = tqdm(total=len(passes) * len(loader), disable=not progress, desc="eval", unit="batch")
     for pass_cases in passes:
@@ -250,19 +316,21 @@ def evaluate_cases(
                 batch = resize_batch(batch, eval_size)
             target = batch["label"].to(device)
             height, width = target.shape[-2:]
-            cache = _CaseInputs(method, batch, device, base_seed)
+            cache = _CaseInputs(method, batch, device, base_seed, profile)
             size = (height + cache.pad[0], width + cache.pad[1])
             for case in pass_cases:
                 mask = _condition_mask(batch["meta"], case.condition, target.shape[0]).to(device)
                 n = int(mask.sum())
                 if n == 0:
                     continue
-                if use_cache:
-                    output = method.decode(_case_features(method, cache, case), size)
-                else:
-                    output = _case_forward(method, cache, case)
-                # max().indices equals argmax(1) (first maximum on ties) at half the CPU time.
-                prediction = output.logits[..., :height, :width].max(1).indices
+                with autocast:
+                    if use_cache:
+                        features = _case_features(method, cache, case)
+                        with _timed(profile, "decode"):
+                            output = method.decode(features, size)
+                    else:
+                        output = _case_forward(method, cache, case)
+                prediction = predict_labels(output.logits)[..., :height, :width]
                 matrices[case].update(prediction[mask], target[mask], validate=False)
                 counts[case] += n
                 sample_counts = per_sample_counts(prediction[mask], target[mask], method.num_classes,
@@ -278,6 +346,9 @@ def evaluate_cases(
                     samplers[case].add(output.embedding[mask], padded[mask], ids, info.ignore_index)
             bar.update(1)
     bar.close()
+    if profile is not None:
+        profile.samples += len(sampler)
+        profile.total_s += time.perf_counter() - started
     results = []
     for case in cases:
         cm = matrices[case].all_reduce()

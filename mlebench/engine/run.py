@@ -24,13 +24,14 @@ from mlebench.config import (  # noqa: F401  (RunSpec lives in mlebench.config; 
     check_checkpoint_target,
     check_writable_dir,
     check_writable_file,
+    default_num_workers,
     validate_spec,
 )
 from mlebench.data import dataset_info, load_dataset
 from mlebench.engine.checkpoint import load_checkpoint
 from mlebench.engine.evaluate import ShardSampler, evaluate_cases, missing_policy
 from mlebench.engine.train import EpochBatches, ProgressLines, TrainConfig, check_resume, train
-from mlebench.distributed import rank, world_size
+from mlebench.distributed import local_world_size, rank, world_size
 from mlebench.errors import ConfigError, DataError
 from mlebench.signals import terminate_as_exception
 from mlebench.protocols import CaseResult, SummaryRow, get_protocol
@@ -56,6 +57,10 @@ def train_config(spec: RunSpec, n_train: int, method: Any) -> TrainConfig:
     recipe_epochs = defaults.pop("epochs", None)
     options = {**defaults, **spec.train_options}
     options.update(seed=spec.seed, device=spec.device)
+    if spec.num_workers is not None:  # --num-workers (train and eval) over the YAML train section
+        options["num_workers"] = spec.num_workers
+    elif "num_workers" not in spec.train_options:
+        options["num_workers"] = eval_workers(spec)
     if spec.steps is not None:
         options["steps"] = spec.steps
     epochs = spec.epochs if spec.epochs is not None else (recipe_epochs if "steps" not in options else None)
@@ -70,6 +75,13 @@ def train_config(spec: RunSpec, n_train: int, method: Any) -> TrainConfig:
     if unknown:
         raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     return TrainConfig(**options)
+
+
+def eval_workers(spec: RunSpec) -> int:
+    """Evaluation's data-loading workers: ``--num-workers``, else the default for the device."""
+    if spec.num_workers is not None:
+        return spec.num_workers
+    return default_num_workers(spec.device, local_world_size())
 
 
 def default_train_checkpoint(spec: RunSpec, modalities: Sequence[str]) -> Path:
@@ -182,6 +194,7 @@ def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool =
                 "missing_modality": missing_policy(method),
                 "frozen_source": method.frozen_source, "miou_convention": info.miou_convention,
                 "feature_cache": spec.feature_cache, "world_size": world_size(),
+                "eval_amp": spec.eval_amp, "eval_num_workers": eval_workers(spec),
                 "bootstrap": dataclasses.asdict(spec.bootstrap),
                 "parameters": {k: v for k, v in method.parameter_report().items() if k in ("trainable", "frozen")},
             },
@@ -209,6 +222,7 @@ def run_job(spec: RunSpec, echo: Callable[[str], None] = print, progress: bool =
             method, counted, cases, batch_size=spec.eval_batch_size, device=spec.device,
             feature_cache=spec.feature_cache, base_seed=spec.seed, progress=progress,
             collect_pixels=protocol.collect_pixels, eval_size=method.eval_size(spec.preset), keep_predictions=shown,
+            num_workers=eval_workers(spec), amp=spec.eval_amp,
         )  # fmt: skip
         artifacts = RUNS_DIR / (run_id or "run")
         summary = protocol.summary(results, modalities, artifacts=artifacts) if rank() == 0 else []
