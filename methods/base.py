@@ -32,6 +32,7 @@ from torch import nn
 from mlebench.data.base import DatasetInfo
 from mlebench.errors import ConfigError
 
+#: the presets every method offers unless it registers others (``register_method(presets=...)``)
 PRESETS = ("tiny", "paper")
 
 
@@ -61,8 +62,8 @@ def upsample_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     output are each about twice as fast on CPU as the contiguous ones, and the predictions are
     the same (``mlebench bench decode``; tests/test_registry.py). Inside
     :func:`contiguous_upsampling` the plain contiguous kernel runs instead (for comparisons)."""
-    if _CHANNELS_LAST_UPSAMPLING[0]:
-        logits = logits.contiguous(memory_format=torch.channels_last)
+    memory_format = torch.channels_last if _CHANNELS_LAST_UPSAMPLING[0] else torch.contiguous_format
+    logits = logits.contiguous(memory_format=memory_format)
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
@@ -111,8 +112,6 @@ class SegmentationMethod(nn.Module, ABC):
 
     def __init__(self, info: DatasetInfo, modalities: Sequence[str], preset: str) -> None:
         super().__init__()
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
         modalities = tuple(modalities)
         if not modalities:
             raise ConfigError("a method needs at least one training modality")
@@ -235,17 +234,20 @@ _METHODS: dict[str, MethodBuilder] = {}
 
 _WEIGHTS_OPTIONS: dict[str, str] = {}
 _STAND_INS: dict[str, StandIn] = {}
+_PRESETS: dict[str, tuple[str, ...]] = {}
 _DEFAULT: list[str] = []
 
 
 def register_method(name: str, weights_option: str | None = None, default: bool = False,
-                    stand_in: StandIn | None = None) -> Callable[[MethodBuilder], MethodBuilder]:
+                    stand_in: StandIn | None = None,
+                    presets: tuple[str, ...] = PRESETS) -> Callable[[MethodBuilder], MethodBuilder]:
     """Register a builder ``f(info, modalities, preset, **overrides) -> SegmentationMethod``.
 
     ``weights_option`` names the builder option that takes pretrained or frozen weights (a
     path, or None for a seeded random init): where the generic ``--weights PATH`` goes.
     ``default``: the method the CLI runs and reports compare against when none is named.
     ``stand_in``: the pre-trained backbone its tiny preset loads through ``weights_option``.
+    ``presets``: the presets the builder accepts (default: tiny and paper).
     """
     if stand_in is not None and weights_option is None:
         raise ValueError(f"method {name!r}: a stand-in needs a weights option to load it")
@@ -258,6 +260,7 @@ def register_method(name: str, weights_option: str | None = None, default: bool 
             _WEIGHTS_OPTIONS[name] = weights_option
         if stand_in is not None:
             _STAND_INS[name] = stand_in
+        _PRESETS[name] = tuple(presets)
         if default:
             _DEFAULT.append(name)
         return builder
@@ -296,6 +299,14 @@ def weights_option(name: str) -> str | None:
     return _WEIGHTS_OPTIONS.get(name)
 
 
+def method_presets(name: str) -> tuple[str, ...]:
+    """The presets method ``name`` offers."""
+    _import_all()
+    if name not in _METHODS:
+        raise ConfigError(f"unknown method {name!r}; known: {', '.join(sorted(_METHODS))}")
+    return _PRESETS[name]
+
+
 def stand_in_of(name: str) -> StandIn | None:
     """The tiny stand-in backbone of method ``name`` (None: its tiny preset starts at random)."""
     _import_all()
@@ -320,8 +331,8 @@ def build_method(
     _import_all()
     if name not in _METHODS:
         raise ConfigError(f"unknown method {name!r}; known: {', '.join(sorted(_METHODS))}")
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    if preset not in _PRESETS[name]:
+        raise ConfigError(f"method {name!r} has no preset {preset!r}; known: {', '.join(_PRESETS[name])}")
     for modality in modalities:
         dataset_info.modality(modality)
     builder = _METHODS[name]

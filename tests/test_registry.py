@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from methods import build_method, default_method, method_names
-from methods.base import weights_option
+from methods.base import method_presets, weights_option
 from mlebench.cli import main
 from mlebench.config import TrainConfig
 from mlebench.data import dataset_info
@@ -57,6 +57,7 @@ def test_recipe_is_complete(name: str):
     trainable = [p for p in method.parameters() if p.requires_grad]
     assert len(grouped) == len(trainable) and {id(p) for p in grouped} == {id(p) for p in trainable}
     assert weights_option(name) is not None
+    assert method_presets(name) == ("tiny", "paper")  # every paper method offers both
 
 
 @pytest.mark.parametrize("name", METHODS)
