@@ -399,7 +399,7 @@ def validate_spec(spec: RunSpec, job: str = "run") -> None:
     """Check a whole run before anything is read or written; ``job``: ``run`` (train or load
     ``--checkpoint``, then evaluate) or ``train`` (train only)."""
     from mlebench.data import dataset_info
-    from methods.base import PRESETS
+    from methods.base import method_presets
 
     values = {k: getattr(spec, k) for k in _SPEC_TYPES}
     try:
@@ -412,8 +412,9 @@ def validate_spec(spec: RunSpec, job: str = "run") -> None:
     if spec.steps is not None and spec.epochs is not None:
         raise ConfigError("give --steps or --epochs, not both")
     info = dataset_info(spec.dataset)
-    if spec.preset not in PRESETS:
-        raise ConfigError(f"unknown preset {spec.preset!r}; known: {', '.join(PRESETS)}")
+    presets = method_presets(spec.method)
+    if spec.preset not in presets:
+        raise ConfigError(f"--preset {spec.preset!r}: method {spec.method} has no such preset; known: {', '.join(presets)}")
     if spec.train_modalities is not None:
         mods = tuple(spec.train_modalities)
         if not mods:

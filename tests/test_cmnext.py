@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import methods.cmnext  # noqa: F401  (registers "cmnext")
-from methods.cmnext import CMNeXt, build_cmnext
+from methods.cmnext import CMNeXt
+from methods.cmnext import build_cmnext as _build_cmnext
 from mlebench.data import dataset_info, load_dataset
 from mlebench.errors import ConfigError
 
@@ -18,6 +19,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 INFO = dataset_info("deliver")
 MODS = ["rgb", "depth", "event", "lidar"]
+
+
+def build_cmnext(*args, **options):
+    """CMNeXt from its seeded random init unless a test names weights (the tiny preset would
+    load the MiT-B0 stand-in, and these tests compare inits and loads)."""
+    options.setdefault("mit_checkpoint", None)
+    return _build_cmnext(*args, **options)
 
 
 # --- parameter counts, from the reference code's layer shapes -----------------------------------

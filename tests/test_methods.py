@@ -32,7 +32,7 @@ def method(request):
 def test_unknown_method_lists_the_known_ones():
     with pytest.raises(ConfigError, match="unknown method 'segformer'; known: .*mlesam"):
         build_method("segformer", DELIVER_INFO, MODALITIES)
-    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+    with pytest.raises(ConfigError, match="method 'mlesam' has no preset 'huge'; known: tiny, paper"):
         build_method("mlesam", DELIVER_INFO, MODALITIES, "huge")
     with pytest.raises(ConfigError, match="unknown modality 'thermal'"):
         build_method("mlesam", DELIVER_INFO, ["rgb", "thermal"])

@@ -34,6 +34,8 @@ def _one_thread():
 
 
 def _tiny(modalities=MODALITIES, **overrides) -> SAMLoRA:
+    """The tiny preset from its seeded random init (the default would load the SAM ViT stand-in)."""
+    overrides.setdefault("sam_checkpoint", None)
     return build_method("sam-lora", DELIVER_INFO, modalities, "tiny", **overrides).eval()
 
 
