@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import torch
 
-from mlebench.config import TrainConfig
+from mlebench.config import TrainConfig, check_checkpoint_target
 from mlebench.errors import ConfigError
 from mlebench.fsutil import atomic_path
 
@@ -57,6 +57,26 @@ def sidecar_path(stand_in_path: Path) -> Path:
     return Path(stand_in_path).with_suffix(".json")
 
 
+def check_output(out: Path) -> None:
+    """Before training: ``out`` may take a weights file (not a directory, a results store or any
+    other non-checkpoint file) and the record beside it replaces nothing but an earlier record."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a file path")
+    if out.suffix == ".json":
+        raise ConfigError(f"--out {out}: the weights need another suffix than .json (the record is written "
+                          "beside them as .json)")
+    check_checkpoint_target(out, option="--out")
+    record = sidecar_path(out)
+    if record.exists():
+        try:
+            earlier = json.loads(record.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            earlier = None
+        if not isinstance(earlier, dict) or "stand_in" not in earlier:
+            raise ConfigError(f"{record} exists and is not a stand-in record; refusing to overwrite it "
+                              "(give another --out)")
+
+
 def pretrain_stand_in(
     method: str,
     out: str | Path | None = None,
@@ -79,8 +99,7 @@ def pretrain_stand_in(
         raise ConfigError(f"method {method!r} has no tiny stand-in backbone: its tiny preset starts from a "
                           "seeded random init")
     out = Path(out) if out is not None else stand_in.path
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a directory; give a file path")
+    check_output(out)
     root = Path(data_root) if data_root else ensure_synthetic(
         n_train=recipe.n_images, n_val=1, n_test=1, seed=recipe.data_seed
     )

@@ -107,3 +107,19 @@ def test_pretrain_cli(tmp_path: Path, tiny_root: Path, monkeypatch):
     assert result.exit_code == 2 and "'nope' is not one of" in result.output
     result = runner.invoke(main, ["pretrain", "--method", "cmnext", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "is a directory" in result.output
+    # Outputs that would destroy another command's files are refused before any training.
+    store = tmp_path / "results.sqlite"
+    assert runner.invoke(main, ["run", "--help"]).exit_code == 0
+    from mlebench.results import ResultsStore
+
+    ResultsStore(store)  # a real results file
+    before = store.read_bytes()
+    result = runner.invoke(main, ["pretrain", "--method", "cmnext", "--out", str(store)])
+    assert result.exit_code == 1 and f"--out {store} is" in result.output and store.read_bytes() == before
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    result = runner.invoke(main, ["pretrain", "--method", "cmnext", "--out", str(tmp_path / "notes.pt")])
+    assert result.exit_code == 1 and f"{notes} exists and is not a stand-in record" in result.output
+    assert notes.read_text() == '{"mine": 1}' and not (tmp_path / "notes.pt").exists()
+    result = runner.invoke(main, ["pretrain", "--method", "cmnext", "--out", str(tmp_path / "w.json")])
+    assert result.exit_code == 1 and "another suffix than .json" in result.output
