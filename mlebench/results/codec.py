@@ -1,0 +1,58 @@
+"""How values are encoded in the results store: times, modality lists, NaN as NULL, result rows
+and per-sample count arrays (int32, zlib)."""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+import numpy as np
+
+from mlebench.results.rows import ResultRow
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _join_modalities(modalities: Sequence[str], what: str) -> str:
+    if isinstance(modalities, str) or not all(isinstance(m, str) for m in modalities):
+        raise TypeError(f"{what} must be a sequence of modality names, got {modalities!r}")
+    return ",".join(modalities)
+
+
+def _nullable(value: float) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _row_tuple(run_id: str, row: ResultRow) -> tuple[Any, ...]:
+    if not isinstance(row, ResultRow):
+        raise TypeError(f"result rows must be ResultRow, got {type(row).__name__}")
+    terms = None
+    if row.terms:
+        terms = json.dumps([[",".join(k.test_modalities), k.condition, k.corruption, w] for k, w in row.terms])
+    return (
+        run_id,
+        row.protocol,
+        _join_modalities(row.test_modalities, "test_modalities"),
+        row.condition,
+        row.corruption,
+        row.metric,
+        row.class_name,
+        _nullable(row.value),
+        _nullable(row.ci_low),
+        _nullable(row.ci_high),
+        terms,
+    )
+
+
+def _pack(array: np.ndarray) -> bytes:
+    return zlib.compress(np.ascontiguousarray(array, dtype="<i4").tobytes(), 6)
+
+
+def _unpack(blob: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(blob), dtype="<i4").reshape(shape).astype(np.int64)

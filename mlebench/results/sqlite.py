@@ -1,0 +1,346 @@
+"""The SQLite file a results store lives in: how it is opened, guarded and written (the rules are
+in :mod:`mlebench.results.store`'s docstring)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+import uuid
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+from mlebench.errors import ConfigError
+from mlebench.results.schema import (
+    _SCHEMA, _SQLITE_BUSY, _SQLITE_CANTOPEN, _SQLITE_CORRUPT, _SQLITE_LOCKED, _SQLITE_MAGIC, _SQLITE_NOTADB,
+    _SQLITE_READONLY, APPLICATION_ID, BUSY_TIMEOUT_S, SCHEMA_VERSION,
+)  # fmt: skip
+
+
+class SQLiteFile:
+    """The SQLite file under a results store: opening (for writing, read-only, refusing foreign,
+    newer, corrupt or unwritable files), connections and write transactions (see
+    :mod:`mlebench.results.store`)."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False, _for_migration: bool = False) -> None:
+        """Open the results file at ``path``; for writing (the default) create it (and its
+        folders) if absent, with ``readonly=True`` only read it (see :func:`open_store_for_reading`).
+
+        Raises :class:`ConfigError` if ``path`` exists but is not an mlebench results file, was
+        written by a newer mlebench (schema version above :data:`SCHEMA_VERSION`), is corrupt,
+        or (for writing) cannot be written. None of these cases changes the file.
+        """
+        self.path = Path(path)
+        self.readonly = readonly
+        self._migrating = _for_migration  # only migrate() may open an older schema
+        self._read_uri: str | None = None  # read-only stores: what every connection opens
+        self._empty = False  # read-only stores: an empty file reads as a store without runs
+        self._snapshot: tempfile.TemporaryDirectory | None = None
+        if readonly:
+            self._open_readonly()
+            return
+        if self.path.exists():
+            if not self.path.is_file():
+                raise ConfigError(f"{self.path} is not an mlebench results file (not a file)")
+            self._check_writable()
+            if self._check_header():
+                self._check_existing()
+        else:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create results file {self.path}: {exc}") from exc
+            self._create_new()
+        self._initialise()
+
+    def __repr__(self) -> str:
+        return f"ResultsStore({str(self.path)!r}{', readonly=True' if self.readonly else ''})"
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def _not_ours(self, why: str) -> ConfigError:
+        return ConfigError(f"{self.path} is not an mlebench results file ({why})")
+
+    def _database_error(self, exc: sqlite3.Error, writing: bool) -> ConfigError:
+        """A one-line :class:`ConfigError` naming the file for an error SQLite reported."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        text = str(exc)
+        if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or (
+            primary is None and ("malformed" in text or "not a database" in text)
+        ):
+            return ConfigError(f"results file {self.path} is corrupt: {text} (it was left as it is; "
+                               f"restore it from a backup)")
+        if primary == _SQLITE_READONLY or (primary is None and "readonly" in text):
+            return ConfigError(f"cannot write results file {self.path}: {text} (the file or its folder "
+                               f"{self.path.parent} is read-only)")
+        if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return ConfigError(f"results file {self.path} stayed locked by another process for "
+                               f"{BUSY_TIMEOUT_S:.0f} s: {text}")
+        return ConfigError(f"cannot {'write' if writing else 'read'} results file {self.path}: {text}")
+
+    def _check_header(self) -> bool:
+        """Refuse a foreign file from its first 100 bytes; False for an empty file."""
+        try:
+            with open(self.path, "rb") as fh:
+                header = fh.read(100)
+        except OSError as exc:
+            raise ConfigError(f"cannot read results file {self.path}: {exc}") from exc
+        if not header:
+            return False  # an empty file is adopted as a new store
+        if not header.startswith(_SQLITE_MAGIC) or len(header) < 100:
+            raise self._not_ours("not an SQLite database")
+        header_app_id = int.from_bytes(header[68:72], "big")
+        if header_app_id not in (0, APPLICATION_ID):
+            raise self._not_ours(f"SQLite application_id {header_app_id:#x}")
+        return True
+
+    def _check_writable(self) -> None:
+        """Refuse, before anything is written, a file that this process cannot write to."""
+        if not os.access(self.path, os.W_OK):
+            raise ConfigError(f"cannot write results file {self.path}: the file is read-only "
+                              f"(reading it works: `mlebench results list --results {self.path}`)")
+        folder = self.path.parent
+        sidecars = [Path(f"{self.path}-wal"), Path(f"{self.path}-shm")]
+        if not os.access(folder, os.W_OK | os.X_OK) and not all(
+            p.is_file() and os.access(p, os.W_OK) for p in sidecars
+        ):
+            raise ConfigError(
+                f"cannot write results file {self.path}: its folder {folder} is read-only, and SQLite "
+                f"needs to create {sidecars[0].name} and {sidecars[1].name} there "
+                f"(reading it works: `mlebench results list --results {self.path}`)"
+            )
+
+    def _check_existing(self) -> None:
+        """Refuse a foreign, newer or corrupt file without writing to it (read-only connection)."""
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            try:
+                if self._check_marker(conn):
+                    self._check_integrity(conn)
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise self._database_error(exc, writing=False) from exc
+
+    def _check_integrity(self, conn: sqlite3.Connection) -> None:
+        """``PRAGMA quick_check``: a damaged page is found before anything reads or writes it
+        (a writer's connection would otherwise fold the WAL into a corrupt file on closing)."""
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            lines = [line.strip() for p in problems for line in str(p).splitlines()]
+            found = "; ".join(line for line in lines if line and not line.startswith("***"))
+            raise ConfigError(f"results file {self.path} is corrupt: {found} (it was left as it is; "
+                              f"restore it from a backup)")
+
+    def _open_readonly(self) -> None:
+        """Find a way to read the file that writes nothing to it, its -wal or its folder's
+        contents the caller cannot write: ``mode=ro``; in a read-only folder where SQLite cannot
+        create the -wal/-shm files, ``immutable=1`` when there is no WAL content to miss, else
+        a private copy of the file and its WAL (a read-only connection can read a WAL only
+        through a -shm file)."""
+        if not self.path.exists():
+            raise ConfigError(f"results file {self.path} does not exist")
+        if not self.path.is_file():
+            raise ConfigError(f"{self.path} is not an mlebench results file (not a file)")
+        if not self._check_header():
+            self._empty = True
+            return
+        base = self.path.resolve().as_uri()
+        try:
+            self._read_uri = base + "?mode=ro"
+            try:
+                with contextlib.closing(self._connect()) as conn:
+                    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", None)
+                if code is not None and code & 0xFF not in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
+                    raise
+                wal = Path(f"{self.path}-wal")
+                if not wal.exists() or wal.stat().st_size == 0:
+                    self._read_uri = base + "?mode=ro&immutable=1"
+                else:
+                    self._snapshot = tempfile.TemporaryDirectory(prefix="mlebench-store-")
+                    copy = Path(self._snapshot.name) / self.path.name
+                    shutil.copyfile(self.path, copy)
+                    shutil.copyfile(wal, Path(f"{copy}-wal"))
+                    self._read_uri = copy.as_uri() + "?mode=ro"
+            with contextlib.closing(self._connect()) as conn:
+                if self._check_marker(conn):
+                    self._check_integrity(conn)
+                else:
+                    self._empty = True
+        except sqlite3.DatabaseError as exc:
+            raise self._database_error(exc, writing=False) from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read results file {self.path}: {exc}") from exc
+
+    def _check_marker(self, conn: sqlite3.Connection) -> bool:
+        """True if ``conn``'s database carries our marker, False if it is empty; else raise.
+
+        Reads only. ``conn`` must be in autocommit mode and outside a transaction, or inside
+        one (then the caller's snapshot is used).
+        """
+        own_transaction = not conn.in_transaction
+        if own_transaction:
+            conn.execute("BEGIN")  # one snapshot for all three reads
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            n_tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            if own_transaction:
+                conn.execute("COMMIT")
+        if app_id == APPLICATION_ID:
+            if version > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"results file {self.path} has schema version {version}, newer than this "
+                    f"mlebench supports ({SCHEMA_VERSION}); upgrade mlebench"
+                )
+            if version < SCHEMA_VERSION and not self._migrating:
+                raise ConfigError(
+                    f"results file {self.path} has schema version {version}; this mlebench reads "
+                    f"version {SCHEMA_VERSION}. Upgrade the file with `mlebench results migrate "
+                    f"--results {self.path}` (the original is kept beside it); it is not changed "
+                    f"until you do"
+                )
+            return True
+        if app_id != 0:
+            raise self._not_ours(f"SQLite application_id {app_id:#x}")
+        if n_tables:
+            raise self._not_ours("SQLite database with other tables")
+        if version:
+            raise self._not_ours(f"SQLite user_version {version} without the mlebench marker")
+        return False
+
+    @staticmethod
+    def _create_schema(conn: sqlite3.Connection) -> None:
+        for statement in filter(str.strip, _SCHEMA.split(";")):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _create_new(self) -> None:
+        """Create the file complete (WAL, schema, marker) in a temporary file, then link it in.
+
+        ``os.link`` fails if the path exists, so of several processes creating the same store
+        exactly one wins and nobody ever sees a half-initialised file. Where hard links are not
+        supported, :meth:`_initialise` initialises the file in place instead.
+        """
+        # Not mkstemp: sqlite creates the file with the usual umask-based permissions.
+        tmp = self.path.parent / f".{self.path.name}.{uuid.uuid4().hex}.tmp"
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                with self._write(conn):
+                    self._create_schema(conn)
+            finally:
+                conn.close()
+            with contextlib.suppress(OSError):  # exists already, or no hard links here
+                os.link(tmp, self.path)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot create results file {self.path}: {exc} (is its folder "
+                              f"{self.path.parent} writable?)") from exc
+        finally:
+            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
+
+    def _initialise(self) -> None:
+        """Check the marker; initialise an empty file in place (safe against racing processes)."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._database_error(exc, writing=True) from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            try:
+                if self._check_marker(conn):
+                    return
+                self._use_wal(conn)
+                with self._write(conn):
+                    # Check again under the write lock: another process may have got here first.
+                    if not self._check_marker(conn):
+                        self._create_schema(conn)
+            except sqlite3.DatabaseError as exc:
+                raise self._database_error(exc, writing=True) from exc
+        finally:
+            conn.close()
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL journaling; the switch does not wait on the busy timeout, so retry."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+                continue
+            if mode.lower() != "wal":
+                raise ConfigError(f"cannot use WAL journaling on results file {self.path}")
+            return
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            if self._empty:  # an empty file: read as a store without runs
+                conn = sqlite3.connect(":memory:", isolation_level=None)
+                self._create_schema(conn)
+            else:
+                conn = sqlite3.connect(self._read_uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn.execute("PRAGMA query_only = ON")
+        else:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    @contextlib.contextmanager
+    def _connection(self, writing: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection for one operation; SQLite's errors become one-line :class:`ConfigError`
+        naming the file."""
+        if writing and self.readonly:
+            raise ConfigError(f"results file {self.path} was opened read-only; cannot write to it")
+        try:
+            conn = self._connect()
+            try:
+                yield conn
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise self._database_error(exc, writing) from exc
+
+    @contextlib.contextmanager
+    def _decoding(self) -> Iterator[None]:
+        """Stored JSON or compressed blobs that do not decode: the file is corrupt."""
+        try:
+            yield
+        except (zlib.error, ValueError, IndexError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"results file {self.path} is corrupt: {type(exc).__name__}: {exc} "
+                              f"(it was left as it is; restore it from a backup)") from exc
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _write(conn: sqlite3.Connection) -> Iterator[None]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            # A failed rollback (e.g. on a corrupt page) must not hide the original error;
+            # closing the connection rolls back anyway.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- writing ---------------------------------------------------------------------------
