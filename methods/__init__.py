@@ -1,19 +1,12 @@
-"""Segmentation methods behind one interface (see ``methods.base``).
+"""The built-in segmentation methods: MLE-SAM (and its ablations), SAM-LoRA, CWSAM and CMNeXt.
 
-Importing this package registers every method.
+Each implements :class:`mlebench.method.SegmentationMethod` and registers through the
+``mlebench.methods`` entry point group, exactly as a plugin from another package would (see
+docs/adding-a-method.md); this package imports only the suite's contract and shared helpers.
 """
 
-from methods.base import (
-    MethodOutput,
-    SegmentationMethod,
-    build_method,
-    default_method,
-    method_names,
-    register_method,
-)
+from pathlib import Path
 
-from methods import cmnext, cwsam, mlesam, sam_lora  # noqa: E402,F401  isort: skip  (each registers its methods)
-
-__all__ = [
-    "MethodOutput", "SegmentationMethod", "build_method", "default_method", "method_names", "register_method",
-]  # fmt: skip
+#: the tiny presets' pre-trained stand-in backbones (``mlebench pretrain``), one per backbone;
+#: each ``NAME.pt`` has a ``NAME.json`` beside it with its recipe and checksum
+ASSETS = Path(__file__).parent / "assets"

@@ -81,10 +81,12 @@ from segment_anything.modeling.mask_decoder import MLP
 from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
 from torch import nn
 
-from methods.base import MethodOutput, SegmentationMethod, StandIn, register_method, upsample_logits
+from methods.sam_vit import EVAL_SIZES, SAM_VIT_STAND_IN, TRAIN_DEFAULTS, VIT_PRESETS
 from mlebench.data.base import DatasetInfo
-from methods.weights import SAM_VIT_TINY, config_from_preset, copy_strict, read_weights, sha256
 from mlebench.errors import ConfigError
+from mlebench.method import MethodOutput, SegmentationMethod, upsample_logits
+from mlebench.registry import register_method
+from mlebench.weights import config_from_preset, copy_strict, read_weights, sha256
 
 FUSIONS = ("separate", "shared")
 FFT_BANDS = ("low", "high")
@@ -137,24 +139,11 @@ class CWSAMConfig:
 
 
 PRESET_CONFIGS = {
-    # SAM ViT-B (segment_anything.build_sam_vit_b) and the reference's decoder
-    "paper": CWSAMConfig(
-        image_size=1024, embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11),
-        window_size=14, out_chans=256,
-    ),
-    # (choice) a 4-block ViT for CPU runs at 64-256 px, small decoder, prompt width 96/8 = 12
-    "tiny": CWSAMConfig(
-        image_size=256, embed_dim=96, depth=4, num_heads=3, global_attn_indexes=(1, 3), window_size=8,
-        out_chans=64, decoder_heads=4, decoder_mlp_dim=256, prompt_scale_factor=8,
-        sam_checkpoint=str(SAM_VIT_TINY),
-    ),
+    # the shared SAM ViT (methods/sam_vit.py) and the reference's decoder
+    "paper": CWSAMConfig(**VIT_PRESETS["paper"]),
+    # (choice) a small decoder, prompt width 96/8 = 12
+    "tiny": CWSAMConfig(**VIT_PRESETS["tiny"], decoder_heads=4, decoder_mlp_dim=256, prompt_scale_factor=8),
 }
-
-TRAIN_DEFAULTS = {
-    "tiny": {"steps": 500, "batch_size": 8, "crop_size": 128, "base_size": 256, "lr": 1e-3},
-    "paper": {"batch_size": 6, "crop_size": 1024, "base_size": 1024, "lr": 1e-4, "amp": True, "epochs": 100},
-}
-EVAL_SIZES = {"tiny": None, "paper": 1024}
 
 
 def make_config(preset: str, **overrides: Any) -> CWSAMConfig:
@@ -512,10 +501,6 @@ def _ignored(key: str) -> bool:
         index = key[len(prefix) :].split(".", 1)[0]
         return index.isdigit() and int(index) >= 1
     return False
-
-
-#: the tiny SAM ViT stand-in, shared with SAM-LoRA (whose model trains it: same ViT and decoder)
-SAM_VIT_STAND_IN = StandIn("sam-vit-tiny", SAM_VIT_TINY, trained_by="sam-lora")
 
 
 @register_method("cwsam", weights_option="sam_checkpoint", stand_in=SAM_VIT_STAND_IN)

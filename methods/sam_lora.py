@@ -44,12 +44,14 @@ import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 from torch import nn
 
-from methods.base import MethodOutput, SegmentationMethod, StandIn, register_method, upsample_logits
+from methods.lora import ModalityLoRA
 from methods.losses import ohem_cross_entropy
-from methods.mlesam.lora import ModalityLoRA
+from methods.sam_vit import EVAL_SIZES, SAM_VIT_STAND_IN, TRAIN_DEFAULTS, VIT_PRESETS
 from mlebench.data.base import DatasetInfo
-from methods.weights import SAM_VIT_TINY, config_from_preset, copy_strict, read_weights, sha256
 from mlebench.errors import ConfigError
+from mlebench.method import MethodOutput, SegmentationMethod, upsample_logits
+from mlebench.registry import register_method
+from mlebench.weights import config_from_preset, copy_strict, read_weights, sha256
 
 
 @dataclass(frozen=True)
@@ -97,25 +99,11 @@ class SAMLoRAConfig:
 
 
 PRESET_CONFIGS = {
-    # segment_anything.build_sam.build_sam_vit_b, plus the paper's rank-32 LoRA.
-    "paper": SAMLoRAConfig(
-        image_size=1024, embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11),
-        window_size=14, out_chans=256,
-    ),
-    # A 4-block ViT for CPU runs at 64-256 px. Window 8: at 128 px crops a windowed block sees the
-    # same 8x8 token window as at the 256 px evaluation size.
-    "tiny": SAMLoRAConfig(
-        image_size=256, embed_dim=96, depth=4, num_heads=3, global_attn_indexes=(1, 3), window_size=8,
-        out_chans=64, decoder_mlp_dim=256, decoder_heads=4, iou_head_hidden_dim=64, lora_rank=8, lora_alpha=8.0,
-        sam_checkpoint=str(SAM_VIT_TINY),
-    ),
+    # the shared SAM ViT (methods/sam_vit.py), plus the paper's rank-32 LoRA
+    "paper": SAMLoRAConfig(**VIT_PRESETS["paper"]),
+    "tiny": SAMLoRAConfig(**VIT_PRESETS["tiny"], decoder_mlp_dim=256, decoder_heads=4, iou_head_hidden_dim=64,
+                          lora_rank=8, lora_alpha=8.0),
 }
-
-TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "tiny": {"steps": 500, "batch_size": 8, "crop_size": 128, "base_size": 256, "lr": 1e-3},
-    "paper": {"batch_size": 6, "crop_size": 1024, "base_size": 1024, "lr": 1e-4, "amp": True, "epochs": 100},
-}
-EVAL_SIZE: dict[str, int | None] = {"tiny": None, "paper": 1024}
 
 
 def make_config(preset: str, **overrides: Any) -> SAMLoRAConfig:
@@ -279,7 +267,7 @@ class SAMLoRA(SegmentationMethod):
 
     @classmethod
     def eval_size(cls, preset: str) -> int | None:
-        return EVAL_SIZE[preset]
+        return EVAL_SIZES[preset]
 
     def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
@@ -365,10 +353,6 @@ def _is_sam_class_specific(key: str) -> bool:
     return key.startswith(("mask_decoder.mask_tokens.", "mask_decoder.output_hypernetworks_mlps.",
                            "mask_decoder.iou_prediction_head.layers.2."))
 
-
-
-#: the tiny SAM ViT stand-in, shared with CWSAM; trained through SAM-LoRA's model
-SAM_VIT_STAND_IN = StandIn("sam-vit-tiny", SAM_VIT_TINY, trained_by="sam-lora")
 
 
 @register_method("sam-lora", weights_option="sam_checkpoint", stand_in=SAM_VIT_STAND_IN)

@@ -1,47 +1,35 @@
-"""What a run is (:class:`RunSpec`), the ``--config`` YAML, and the checks of both that run
-before anything is written.
+"""What a run is (:class:`RunSpec`, :class:`TrainConfig`), the ``--config`` YAML, how the command
+line's options merge into a run, and the checks of a whole run that happen before anything is
+written.
 
 Every check raises :class:`~mlebench.errors.ConfigError` with one line that names the option or
 key and the value, so that ``mlebench run`` stops before it trains, touches the results store or
 writes a checkpoint:
 
 - :func:`read_config` reads the YAML (sections ``method``, ``train``, ``protocol``);
-- :func:`validate_sections` checks each section against a typed schema (pydantic, strict: no
-  ``"8"`` for an integer, no ``true`` for a number, no ``"no"`` for a flag):
-
-  * ``train``: the fields of :class:`TrainConfig` with their ranges
-    (``batch_size >= 1``, ``lr > 0``, ...); ``seed`` and ``device`` are refused (they are
-    ``--seed`` and ``--device``);
-  * ``method``: the fields of the method's own configuration dataclass, found from the method's
-    builder (see :func:`method_option_types`), so every method gets its own schema;
-  * ``protocol``: the keyword arguments of the protocol class's ``__init__``;
-
-- :func:`validate_spec` checks a whole :class:`RunSpec` (the CLI values and the merged options),
-  the device and the output paths' conflicts; :func:`check_output_locations` checks that every
-  output location can be written, without writing anything.
-
-Numbers in YAML: PyYAML reads YAML 1.1, where ``1e-4`` (no dot) is the *string* ``"1e-4"``. A
-string that is a plain decimal float literal (``1e-4``, ``"0.5"``, ``-2.5E+3``) is accepted
-where a float is expected and read as that float; anything else (``"fast"``, ``"nan"``) is an
-error. Integer and boolean options take no strings at all.
+- :func:`merge_run_options` lays ``-o KEY=VALUE`` and ``--weights`` over the file's sections and
+  checks each section against its typed schema (:mod:`mlebench.schema`; ``train``: the fields of
+  :class:`TrainConfig` within :data:`TRAIN_LIMITS`, ``seed`` and ``device`` refused: they are
+  ``--seed`` and ``--device``);
+- :func:`validate_spec` checks a whole :class:`RunSpec` once, where a job starts: option types
+  and ranges, the method's preset (from the registry), modalities, split, the merged sections,
+  the device and the conflicts between output paths. Whether each output location can be
+  written is :mod:`mlebench.outputs`' part.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import os
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Mapping, Union
+from typing import Any, Mapping
 
-from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, create_model
-
+from mlebench.data import dataset_info
 from mlebench.errors import ConfigError
+from mlebench.outputs import same_file
+from mlebench.registry import method_entry
 from mlebench.results.rows import BootstrapSpec
+from mlebench.schema import check_section, type_hints, validate_method_options, validate_protocol_options
 
 SECTIONS = ("method", "train", "protocol")
 #: options of the ``train:`` section that only the command line sets
@@ -74,7 +62,7 @@ class RunSpec:
     dataset: str = "synthetic"
     data_root: Path | None = None
     train_modalities: tuple[str, ...] | None = None
-    preset: str = "tiny"
+    preset: str | None = None  # None: the method's default preset (the registry's)
     method_options: dict[str, Any] = field(default_factory=dict)
     train_options: dict[str, Any] = field(default_factory=dict)
     protocol_options: dict[str, Any] = field(default_factory=dict)
@@ -124,85 +112,11 @@ def read_config(path: Path | None) -> dict[str, dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------------------------
-# typed schemas
+# option sections
 # --------------------------------------------------------------------------------------------
-_FLOAT_LITERAL = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*\Z")
-
-
-def _float_literal(value: Any) -> Any:
-    """YAML 1.1 reads ``1e-4`` as a string: a plain float literal counts as that float."""
-    if isinstance(value, str) and _FLOAT_LITERAL.match(value):
-        return float(value)
-    return value
-
-
-LenientFloat = Annotated[float, BeforeValidator(_float_literal)]
-
-
-def _lenient(annotation: Any) -> Any:
-    """``annotation`` with every ``float`` accepting float literals written as strings."""
-    if annotation is float:
-        return LenientFloat
-    origin = typing.get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        return Union[tuple(_lenient(a) for a in typing.get_args(annotation))]  # type: ignore[return-value]
-    return annotation
-
-
-def _constrained(annotation: Any, limits: Mapping[str, Any] | None) -> Any:
-    """``annotation`` with range ``limits`` (pydantic Field kwargs) on its non-None part."""
-    annotation = _lenient(annotation)
-    if not limits:
-        return annotation
-    origin = typing.get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(annotation)
-        return Union[tuple(a if a is type(None) else Annotated[a, Field(**limits)] for a in args)]  # type: ignore
-    return Annotated[annotation, Field(**limits)]
-
-
-def _describe(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if not typing.get_args(annotation) else None
-    return text or str(annotation).replace("typing.", "")
-
-
-def _check_section(
-    where: str, section: str, values: Mapping[str, Any], types_: Mapping[str, Any],
-    limits: Mapping[str, Mapping[str, Any]] | None = None, owner: str = "",
-) -> dict[str, Any]:
-    """Validate ``values`` against ``types_`` (name -> annotation) with pydantic in strict mode;
-    unknown keys and wrong values are one ConfigError that names each key and value."""
-    limits = limits or {}
-    unknown = sorted(set(map(str, values)) - set(types_))
-    if unknown:
-        known = ", ".join(sorted(types_)) or "(none)"
-        raise ConfigError(f"{where}unknown {section} option(s) {', '.join(unknown)}{owner}; known: {known}")
-    fields = {name: (_constrained(types_[name], limits.get(name)), None) for name in values}
-    model = create_model(f"{section}_options", __config__=ConfigDict(strict=True, extra="forbid"), **fields)
-    try:
-        checked = model(**values)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            key = ".".join(str(part) for part in error["loc"])
-            name = str(error["loc"][0]) if error["loc"] else key
-            message = error["msg"][:1].lower() + error["msg"][1:]
-            expected = f" ({name} is {_describe(types_[name])})" if name in types_ else ""
-            problems.append(f"{section}.{key} = {error['input']!r}: {message}{expected}")
-        raise ConfigError(where + "; ".join(problems)) from None
-    return {name: getattr(checked, name) for name in values}
-
-
-def _type_hints(obj: Any) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(obj)
-    except Exception:  # an annotation that does not resolve: no type information
-        return {}
-
-
 def train_option_types() -> dict[str, Any]:
     """Name -> annotation of every ``train:`` option (TrainConfig's fields)."""
-    hints = _type_hints(TrainConfig)
+    hints = type_hints(TrainConfig)
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(TrainConfig)}
 
 
@@ -221,89 +135,7 @@ def validate_train_options(options: Mapping[str, Any], where: str = "") -> dict[
             raise ConfigError(f"{where}train.{key} = {options[key]!r} is not read from a config file "
                               f"(it would be ignored); use {flag} on the command line")
     types_ = {k: v for k, v in train_option_types().items() if k not in CLI_ONLY_TRAIN_OPTIONS}
-    return _check_section(where, "train", options, types_, TRAIN_LIMITS)
-
-
-def _schema_of(obj: Any) -> Any:
-    """A configuration dataclass that ``obj`` (a builder or a class) exposes, or None.
-
-    Looked for, in order: a ``config_schema()`` hook returning a dataclass; for a class, the
-    dataclass annotated on its ``__init__``'s ``config`` parameter.
-    """
-    hook = getattr(obj, "config_schema", None)
-    if callable(hook):
-        schema = hook()
-        if dataclasses.is_dataclass(schema):
-            return schema
-    if inspect.isclass(obj):
-        candidate = _type_hints(obj.__init__).get("config")
-        if inspect.isclass(candidate) and dataclasses.is_dataclass(candidate):
-            return candidate
-    return None
-
-
-def method_option_types(name: str) -> tuple[str, dict[str, Any]] | None:
-    """(schema name, option name -> annotation) of a registered method's options, or None when
-    the method exposes no typed configuration (then only ``build_method`` checks the names).
-
-    Found generically from the method's builder: a ``config_schema()`` hook on the builder or on
-    the class it is annotated to return, else the dataclass that class's ``__init__`` takes as
-    ``config``, else the builder's own keyword parameters.
-    """
-    from methods import base, method_names
-
-    if name not in method_names():
-        raise ConfigError(f"unknown method {name!r}; known: {', '.join(method_names())}")
-    builder = getattr(base, "_METHODS", {}).get(name)
-    if builder is None:
-        return None
-    schema = _schema_of(builder)
-    if schema is None:
-        returned = _type_hints(builder).get("return")
-        schema = _schema_of(returned) if inspect.isclass(returned) else None
-    if schema is not None:
-        hints = _type_hints(schema)
-        return schema.__name__, {f.name: hints.get(f.name, Any) for f in dataclasses.fields(schema)}
-    parameters = list(inspect.signature(builder).parameters.values())[3:]  # after info, modalities, preset
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return None
-    hints = _type_hints(builder)
-    return name, {p.name: hints.get(p.name, Any) for p in parameters}
-
-
-def validate_method_options(method: str, options: Mapping[str, Any], where: str = "") -> dict[str, Any]:
-    found = method_option_types(method)
-    if found is None:
-        return dict(options)
-    schema, types_ = found
-    return _check_section(where, "method", options, types_, owner=f" for {method} ({schema})")
-
-
-def protocol_option_types(name: str) -> dict[str, Any] | None:
-    """Option name -> annotation of a protocol (its class's ``__init__`` keywords); None when it
-    takes ``**kwargs``."""
-    from mlebench.protocols import base, protocol_names
-
-    if name not in protocol_names():
-        raise ConfigError(f"unknown protocol {name!r}; known: {', '.join(protocol_names())}")
-    factory = getattr(base, "_PROTOCOLS", {}).get(name)
-    if factory is None:
-        return None
-    try:
-        parameters = list(inspect.signature(factory).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return None
-    hints = _type_hints(factory.__init__ if inspect.isclass(factory) else factory)
-    return {p.name: hints.get(p.name, Any) for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL}
-
-
-def validate_protocol_options(protocol: str, options: Mapping[str, Any], where: str = "") -> dict[str, Any]:
-    types_ = protocol_option_types(protocol)
-    if types_ is None:
-        return dict(options)
-    return _check_section(where, "protocol", options, types_, owner=f" for {protocol}")
+    return check_section(where, "train", options, types_, TRAIN_LIMITS)
 
 
 def validate_sections(config: Mapping[str, Mapping[str, Any]], method: str, protocol: str | None,
@@ -316,6 +148,28 @@ def validate_sections(config: Mapping[str, Mapping[str, Any]], method: str, prot
     if protocol is not None:
         checked["protocol"] = validate_protocol_options(protocol, checked["protocol"], where)
     return checked
+
+
+def merge_run_options(method: str, protocol: str | None, config: Mapping[str, Mapping[str, Any]],
+                      given: Mapping[str, Any], weights: Path | str | None = None,
+                      where: str = "") -> dict[str, dict[str, Any]]:
+    """The ``method``, ``train`` and ``protocol`` sections of a run: ``config`` (the ``--config``
+    file's, checked against each schema; ``where`` names the file), then the ``-o KEY=VALUE``
+    options ``given`` and ``--weights`` over the method section. ``--weights`` sets the builder
+    option the registry names for the method (``none``: a seeded random init instead of the
+    preset's weights). ``protocol`` None: the command evaluates nothing."""
+    checked = validate_sections(config, method, protocol, where=where) if config else {}
+    method_options = dict(checked.get("method", {}))
+    given = dict(given)
+    if weights is not None:
+        target = method_entry(method).weights_option
+        if target is None:
+            raise ConfigError(f"--weights: method {method} takes no weights file")
+        given[target] = None if str(weights).lower() == "none" else str(weights)
+    if given:
+        method_options.update(validate_method_options(method, given, "-o/--weights: "))
+    return {"method": method_options, "train": dict(checked.get("train", {})),
+            "protocol": dict(checked.get("protocol", {}))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -373,37 +227,14 @@ _SPEC_FLAGS = {"steps": "--steps", "epochs": "--epochs", "seed": "--seed", "eval
                "eval_split": "--split", "num_workers": "--num-workers", "eval_amp": "--amp"}
 
 
-def default_num_workers(device: str, local_processes: int = 1) -> int:
-    """Data-loading worker processes when none are asked for (choice, docs/benchmark.md).
-
-    On CPU the model already uses every core, so loading in the main process (0) costs the
-    least; a worker only overlaps decoding with compute it competes with. On a GPU the CPU is
-    otherwise idle: up to 8 workers per process, leaving one core per process free.
-    """
-    if not str(device).startswith("cuda"):
-        return 0
-    cores = os.cpu_count() or 1
-    return max(1, min(8, cores // max(1, local_processes) - 1))
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return a.expanduser().resolve() == b.expanduser().resolve()
-
 
 def validate_spec(spec: RunSpec, job: str = "run") -> None:
-    """Check a whole run before anything is read or written; ``job``: ``run`` (train or load
-    ``--checkpoint``, then evaluate) or ``train`` (train only)."""
-    from mlebench.data import dataset_info
-    from methods.base import method_presets
-
+    """Check a whole run before anything is read or written, once, where a job starts; ``job``:
+    ``run`` (train or load ``--checkpoint``, then evaluate) or ``train`` (train only). Fills in
+    what the registry decides (the preset) and the checked option sections."""
     values = {k: getattr(spec, k) for k in _SPEC_TYPES}
     try:
-        _check_section("", "run", values, _SPEC_TYPES, _SPEC_LIMITS)
+        check_section("", "run", values, _SPEC_TYPES, _SPEC_LIMITS)
     except ConfigError as exc:  # name the command-line flag rather than the field
         text = str(exc)
         for key, flag in _SPEC_FLAGS.items():
@@ -412,7 +243,9 @@ def validate_spec(spec: RunSpec, job: str = "run") -> None:
     if spec.steps is not None and spec.epochs is not None:
         raise ConfigError("give --steps or --epochs, not both")
     info = dataset_info(spec.dataset)
-    presets = method_presets(spec.method)
+    presets = method_entry(spec.method).presets
+    if spec.preset is None:
+        spec.preset = presets[0]
     if spec.preset not in presets:
         raise ConfigError(f"--preset {spec.preset!r}: method {spec.method} has no such preset; known: {', '.join(presets)}")
     if spec.train_modalities is not None:
@@ -432,7 +265,7 @@ def validate_spec(spec: RunSpec, job: str = "run") -> None:
     check_device(spec.device)
     # What training writes, and what --resume continues.
     if spec.checkpoint is not None:
-        if spec.save_checkpoint is not None and _same_file(spec.save_checkpoint, spec.checkpoint):
+        if spec.save_checkpoint is not None and same_file(spec.save_checkpoint, spec.checkpoint):
             raise ConfigError(f"--save-checkpoint {spec.save_checkpoint} is the --checkpoint being evaluated; "
                               "writing there would destroy it")
         if spec.save_checkpoint is not None:
@@ -442,82 +275,6 @@ def validate_spec(spec: RunSpec, job: str = "run") -> None:
     elif spec.resume and spec.save_checkpoint is None and job == "run":
         raise ConfigError("--resume needs --save-checkpoint: the checkpoint `run` writes by default "
                           "(runs/<run id>.pt) is new for every run, so give the path the interrupted run wrote")
-    if spec.save_checkpoint is not None and job == "run" and _same_file(spec.save_checkpoint, spec.results):
+    if spec.save_checkpoint is not None and job == "run" and same_file(spec.save_checkpoint, spec.results):
         raise ConfigError(f"--save-checkpoint {spec.save_checkpoint} is the results store (--results); "
                           "writing the checkpoint there would destroy it")
-
-
-# --------------------------------------------------------------------------------------------
-# output locations
-# --------------------------------------------------------------------------------------------
-def _nearest_existing(path: Path) -> Path:
-    probe = path
-    while True:
-        try:
-            probe.lstat()
-            return probe
-        except FileNotFoundError:
-            if probe.parent == probe:
-                return probe
-            probe = probe.parent
-        except NotADirectoryError:  # a parent is a regular file
-            probe = probe.parent
-
-
-def check_writable_file(path: Path, what: str, in_place: bool = False) -> None:
-    """``path`` can be created or replaced (its folder exists or can be made, and is writable);
-    ``in_place``: an existing file is written in place (SQLite), so it must be writable too.
-    Nothing is written; ``what`` names the option in the message."""
-    path = Path(path).expanduser().absolute()
-    if path.exists():
-        if path.is_dir():
-            raise ConfigError(f"{what} {path} is a directory; give a file path")
-        if in_place and not os.access(path, os.W_OK):
-            raise ConfigError(f"{what} {path} is read-only")
-        folder = path.parent
-    else:
-        folder = _nearest_existing(path)
-        if not folder.is_dir():
-            raise ConfigError(f"{what} {path} cannot be created: {folder} is a file, not a directory")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what} {path} cannot be written: no write permission in {folder}")
-
-
-def check_writable_dir(path: Path, what: str) -> None:
-    """Files can be created in folder ``path`` (it exists or can be made); nothing is written."""
-    path = Path(path).expanduser().absolute()
-    anchor = _nearest_existing(path)
-    if not anchor.is_dir():
-        raise ConfigError(f"{what} {path} cannot be created: {anchor} is a file, not a directory")
-    if not os.access(anchor, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what} {path} cannot be written: no write permission in {anchor}")
-
-
-# First bytes of files a checkpoint must never replace, and of the files it may.
-_FOREIGN_MAGIC = {b"SQLite format 3\x00": "an SQLite database (a results store?)", b"\x89PNG": "a PNG image",
-                  b"\xff\xd8\xff": "a JPEG image", b"\x93NUMPY": "a NumPy array"}
-_CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive; a legacy pickle
-
-
-def check_checkpoint_target(path: Path, data_root: Path | None = None, option: str = "--save-checkpoint") -> None:
-    """Training may write its checkpoint at ``path``: the location is writable, and an existing
-    file there is a checkpoint (never a results store, a data file or anything else)."""
-    path = Path(path).expanduser()
-    check_writable_file(path, option)
-    if data_root is not None:
-        root = Path(data_root).expanduser().resolve()
-        if path.resolve() == root or root in path.resolve().parents:
-            raise ConfigError(f"{option} {path} is inside the data set folder {root}; "
-                              "write checkpoints outside the data")
-    if path.is_file():
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(16)
-        except OSError as exc:
-            raise ConfigError(f"{option} {path} exists and cannot be read: {exc}") from None
-        for magic, what in _FOREIGN_MAGIC.items():
-            if head.startswith(magic):
-                raise ConfigError(f"{option} {path} is {what}; writing the checkpoint there would destroy it")
-        if head and not head.startswith(_CHECKPOINT_MAGIC):
-            raise ConfigError(f"{option} {path} exists and is not a checkpoint; refusing to overwrite it")
-

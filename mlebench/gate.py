@@ -36,7 +36,13 @@ import pandas as pd
 import torch
 from scipy import stats as scipy_stats
 
+from mlebench.config import RunSpec
+from mlebench.data.synthetic import ensure_synthetic
+from mlebench.engine.run import run_job
 from mlebench.errors import ConfigError
+from mlebench.fsutil import atomic_path
+from mlebench.registry import method_entry
+from mlebench.results.provenance import package_versions
 
 DEFAULT_BASELINE = Path(__file__).resolve().parents[1] / "baselines" / "ci" / "synthetic.json"
 BASELINE_FORMAT = 1
@@ -84,8 +90,6 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def gate_data(setup: GateSetup) -> Path:
-    from mlebench.data.synthetic import ensure_synthetic
-
     return ensure_synthetic(size=setup.size, n_train=setup.n_train, n_val=setup.n_val, n_test=1,
                             seed=setup.data_seed, workers=1)
 
@@ -94,8 +98,6 @@ def measure(methods: Sequence[str], seed: int, setup: GateSetup, threads: int | 
             echo: Callable[[str], None] = lambda _msg: None) -> Measures:
     """Train each method once with ``seed`` and evaluate the gate's protocols; mIoU-type values
     in percent with their bootstrap intervals."""
-    from mlebench.engine.run import RunSpec, run_job
-
     root = gate_data(setup)
     out: Measures = {}
     train = {"batch_size": setup.batch_size, "crop_size": setup.crop_size, "base_size": setup.size}
@@ -104,9 +106,12 @@ def measure(methods: Sequence[str], seed: int, setup: GateSetup, threads: int | 
         for method in methods:
             echo(f"check: {method} (seed {seed}, {setup.steps} steps, {threads or setup.threads} threads)")
             checkpoint = work / f"{method}.pt"
+            presets = method_entry(method).presets
+            # (choice) a method without the gate's preset (a plugin's) runs at its own default
+            preset = setup.preset if setup.preset in presets else presets[0]
             for i, protocol in enumerate(setup.protocols):
                 spec = RunSpec(method=method, protocol=protocol, dataset=setup.dataset, data_root=root,
-                               preset=setup.preset, steps=setup.steps, seed=seed, train_options=train,
+                               preset=preset, steps=setup.steps, seed=seed, train_options=train,
                                results=work / "gate.sqlite", save_checkpoint=checkpoint if i == 0 else None,
                                checkpoint=checkpoint if i > 0 else None)
                 outcome = run_job(spec, echo=lambda _msg: None)
@@ -145,8 +150,6 @@ def make_baseline(methods: Sequence[str], seeds: Sequence[int], setup: GateSetup
             "mean": mean, "sd": sd, "seed0_ci": [runs[0][key].ci_low, runs[0][key].ci_high],
             "thread_delta": thread_delta, "allowed_drop": allowed_drop((mean, sd, len(values)), thread_delta),
         })  # fmt: skip
-    from mlebench.results.provenance import package_versions
-
     return {
         "format": BASELINE_FORMAT,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -176,9 +179,29 @@ def read_baseline(path: Path) -> dict[str, Any]:
     return data
 
 
-def write_baseline(path: Path, baseline: dict[str, Any]) -> None:
-    from mlebench.fsutil import atomic_path
+def update_baseline(path: Path, methods: Sequence[str], seeds: Sequence[int], commit: str | None,
+                    keep_others: bool, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Re-measure ``methods`` over ``seeds`` and write the baseline to ``path``; ``keep_others``:
+    the cases of every other method already in the file stay (``check --update --methods X``)."""
+    old = read_baseline(path) if keep_others and path.exists() else None
+    fresh = make_baseline(methods, seeds, GateSetup(), commit, echo=echo)
+    if old is not None:
+        fresh["cases"] = [c for c in old["cases"] if c["method"] not in methods] + fresh["cases"]
+    write_baseline(path, fresh)
+    return fresh
 
+
+def run_gate(path: Path, methods: Sequence[str],
+             echo: Callable[[str], None] = lambda _msg: None) -> tuple[GateResult, dict[str, Any]]:
+    """Measure ``methods`` once with the baseline's recorded setup and compare; returns the
+    result and the baseline it was compared with."""
+    data = read_baseline(path)
+    setup = GateSetup(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["setup"].items()})
+    now = measure(methods, 0, setup, echo=echo)
+    return compare_with_baseline(now, data, methods), data
+
+
+def write_baseline(path: Path, baseline: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(baseline, indent=1, sort_keys=False) + "\n")
 

@@ -27,9 +27,16 @@ from typing import Any, Callable
 
 import torch
 
-from mlebench.config import TrainConfig, check_checkpoint_target
+from mlebench.config import TrainConfig
+from mlebench.data import load_dataset
+from mlebench.data.synthetic import ensure_synthetic
+from mlebench.engine.train import train
 from mlebench.errors import ConfigError
 from mlebench.fsutil import atomic_path
+from mlebench.outputs import check_checkpoint_target
+from mlebench.registry import build_method, method_entry
+from mlebench.results.provenance import package_versions
+from mlebench.weights import sha256
 
 
 @dataclass(frozen=True)
@@ -87,14 +94,7 @@ def pretrain_stand_in(
 ) -> dict[str, Any]:
     """Train method ``method``'s tiny stand-in backbone with ``recipe`` and write it to ``out``
     (default: the shipped file) with its JSON record beside it. Returns the record."""
-    from methods.base import build_method, stand_in_of, weights_option
-    from methods.weights import sha256
-    from mlebench.data import load_dataset
-    from mlebench.data.synthetic import ensure_synthetic
-    from mlebench.engine.train import train
-    from mlebench.results.provenance import package_versions
-
-    stand_in = stand_in_of(method)
+    stand_in = method_entry(method).stand_in
     if stand_in is None:
         raise ConfigError(f"method {method!r} has no tiny stand-in backbone: its tiny preset starts from a "
                           "seeded random init")
@@ -104,13 +104,15 @@ def pretrain_stand_in(
         n_train=recipe.n_images, n_val=1, n_test=1, seed=recipe.data_seed
     )
     dataset = load_dataset("synthetic", root, "train", ["rgb"])
-    trainer = stand_in.trained_by
+    trainer = method_entry(stand_in.trained_by)
+    options = {trainer.weights_option: None}  # nothing loaded: the stand-in is what is made
+    if stand_in.seed_option is not None:
+        options[stand_in.seed_option] = recipe.seed
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
     try:
         torch.manual_seed(recipe.seed)
-        model = build_method(trainer, dataset.info, ["rgb"], "tiny",
-                             **{weights_option(trainer): None, "init_seed": recipe.seed})
+        model = build_method(trainer.name, dataset.info, ["rgb"], trainer.default_preset, **options)
         model.prepare_pretraining()
         config = TrainConfig(steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr, seed=recipe.seed,
                              crop_size=recipe.crop_size, base_size=recipe.base_size)
@@ -122,7 +124,7 @@ def pretrain_stand_in(
         torch.set_num_threads(previous_threads)
     record = {
         "stand_in": stand_in.name,
-        "trained_by": trainer,
+        "trained_by": trainer.name,
         "command": recipe.command(method),
         "recipe": dataclasses.asdict(recipe),
         "data": f"synthetic RGB, generator seed {recipe.data_seed}, {len(dataset)} images",

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from methods.base import method_names
+from mlebench.registry import method_names
 from methods.mlesam import VARIANTS
 from mlebench.corruptions import Corruption
 from mlebench.data import dataset_info

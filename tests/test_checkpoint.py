@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from methods import build_method
+from mlebench.registry import build_method
 from mlebench.data import dataset_info
 from mlebench.engine.checkpoint import checkpoint_identity, load_checkpoint, read_checkpoint, save_checkpoint
 from mlebench.errors import ConfigError

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from methods import build_method, method_names
+from mlebench.registry import build_method, method_names
 from mlebench.cli import main
 from mlebench.data.deliver import DELIVER_INFO
 

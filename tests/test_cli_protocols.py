@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 
-from methods import build_method
+from mlebench.registry import build_method
 from mlebench.cli import main
 from mlebench.corruptions import Corruption, apply_corruption, corruption_seed, stable_seed
 from mlebench.data import dataset_info, load_dataset

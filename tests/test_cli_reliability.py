@@ -20,7 +20,8 @@ from mlebench.data import load_dataset
 from mlebench.data.deliver import deliver_file
 from mlebench.data.synthetic import generate_synthetic
 from mlebench.engine.checkpoint import read_checkpoint
-from mlebench.engine.run import CountingDataset, check_eval_files
+from mlebench.data.check import check_eval_files
+from mlebench.engine.progress import CountingDataset
 from mlebench.engine.train import NonFiniteLoss, TrainConfig, train
 from mlebench.errors import DataError
 from mlebench.results import ResultsStore
@@ -341,6 +342,7 @@ class _Probe(torch.nn.Module):
     """A stand-in method with what training and checkpoints need; its loss turns NaN at a call."""
 
     method_name, variant, preset, frozen_source = "probe", "probe", "tiny", "none"
+    versioned_packages: tuple[str, ...] = ()
 
     def __init__(self, info, nan_from: int | None = None) -> None:
         super().__init__()
@@ -455,13 +457,9 @@ def test_first_use_generation_says_what_it_does(work: Path, monkeypatch):
     assert announced < result.output.index("generation stopped") and not db.exists()
 
 
-def test_data_commands_take_data_root_and_still_accept_root(root: Path, work: Path):
+def test_data_commands_take_data_root_and_the_old_root_alias_is_gone(root: Path, work: Path):
     result = invoke("data", "check", "--dataset", "synthetic", "--data-root", root, "--no-decode")
-    assert result.exit_code == 0 and "layout OK" in result.output and "deprecated" not in result.output
-    result = invoke("data", "check", "--dataset", "synthetic", "--root", root, "--no-decode")
     assert result.exit_code == 0 and "layout OK" in result.output
-    assert "warning: --root is deprecated; use --data-root" in result.output
-    refused(invoke("data", "show", "--data-root", root, "--root", root, "-o", work / "a.png"), 2,
-            "give --data-root only")
+    refused(invoke("data", "show", "--root", root, "-o", work / "a.png"), 2, "No such option '--root'")
     assert "--root" not in invoke("data", "check", "--help").output.replace("--data-root", "")
     assert not (work / "a.png").exists()

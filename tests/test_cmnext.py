@@ -271,7 +271,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_builder_errors():
-    from methods.base import build_method
+    from mlebench.registry import build_method
 
     with pytest.raises(ConfigError, match="RGB camera"):
         build_cmnext(INFO, ["depth", "lidar"], "tiny")

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from segment_anything import sam_model_registry
 
 import methods.cwsam  # noqa: F401  (registers "cwsam"; methods/__init__ does not import it yet)
-from methods.base import build_method
+from mlebench.registry import build_method
 from methods.cwsam import CWSAM, fft_filter
 from mlebench.data.deliver import DELIVER_INFO
 from mlebench.engine.checkpoint import load_checkpoint, save_checkpoint

@@ -42,7 +42,7 @@ def _command_lines(text: str) -> list[str]:
 def _resolve(words: list[str]) -> tuple[click.Command, list[str]]:
     command: click.Command = main
     while isinstance(command, click.Group) and words and not words[0].startswith("-"):
-        sub = command.commands.get(words[0])
+        sub = command.get_command(click.Context(command), words[0])  # plugins' commands too
         if sub is None:
             raise AssertionError(f"no command {words[0]!r} under {command.name!r}")
         command, words = sub, words[1:]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from methods import build_method
+from mlebench.registry import build_method
 from mlebench.corruptions import Corruption, apply_corruption, corruption_seed
 from mlebench.data import dataset_info, load_dataset
 from mlebench.data.synthetic import generate_synthetic

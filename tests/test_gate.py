@@ -8,11 +8,10 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 from scipy import stats as scipy_stats
 
-from methods import method_names
+from mlebench.registry import method_names
 from mlebench import gate
 from mlebench.cli import main
 from mlebench.gate import DEFAULT_BASELINE, CaseMeasure, GateSetup, allowed_drop, compare_with_baseline, read_baseline

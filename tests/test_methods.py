@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from methods import build_method, method_names
+from mlebench.registry import build_method, method_names
 from mlebench.data.deliver import DELIVER_INFO
 from mlebench.engine.checkpoint import load_checkpoint, save_checkpoint
 from mlebench.errors import ConfigError

@@ -12,10 +12,10 @@ from sam2.modeling.backbones.hieradet import Hiera
 from sam2.modeling.backbones.image_encoder import FpnNeck, ImageEncoder
 from sam2.modeling.position_encoding import PositionEmbeddingSine
 
-from methods import build_method
+from mlebench.registry import build_method
 from methods.losses import ohem_cross_entropy
 from methods.mlesam.fusion import LevelRouter, MultiModalFusion
-from methods.mlesam.lora import ModalityLoRA
+from methods.lora import ModalityLoRA
 from methods.mlesam.model import HIERA_BASE_PLUS, HIERA_TINY, HieraSpec, make_config
 from mlebench.data.deliver import DELIVER_INFO
 from mlebench.errors import ConfigError

@@ -118,15 +118,19 @@ def test_tsne_cases_and_summary(tmp_path):
               3: (rng.normal(5, 1, (5, 8)), 5)}
     mixed = {0: (rng.normal(0, 1, (20, 8)), 500), 6: (rng.normal(0, 1, (20, 8)), 900)}
     results = [CaseResult(cases[0], 0, 0, 0, [], 1, pixels=pixels), CaseResult(cases[1], 0, 0, 0, [], 1, pixels=mixed)]
-    rows = protocol.summary(results, RDEL, artifacts=tmp_path)
+    rows = protocol.summary(results, RDEL)
     assert [r.metric for r in rows] == ["silhouette", "silhouette"]
     assert rows[0].value > 0.8 > 0.2 > rows[1].value
     assert rows[0].test_modalities == cases[0].test_modalities and rows[0].condition == "motionblur"
-    # One grid figure for the run: a panel per case side by side, the legend outside them.
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["tsne.png"]
+    # One grid figure for the run, returned as PNG bytes (the run stores them): a panel per case
+    # side by side, the legend outside them. Nothing is written to disk.
+    figures = protocol.figures(results, RDEL)
+    assert sorted(figures) == ["tsne.png"] and not list(tmp_path.iterdir())
+    import io
+
     from PIL import Image
 
-    grid = Image.open(tmp_path / "tsne.png")
+    grid = Image.open(io.BytesIO(figures["tsne.png"]))
     width, height = grid.size
     assert width > 2 * height * 0.9  # two panels in one row, plus the legend column
     with pytest.raises(ConfigError, match="unknown class"):

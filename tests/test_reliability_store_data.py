@@ -206,7 +206,7 @@ def test_a_new_loader_gets_the_check_for_free(tmp_path: Path, modality: str, nam
 
 
 def _method():
-    from methods import build_method
+    from mlebench.registry import build_method
 
     return build_method("mlesam", dataset_info("synthetic"), ("rgb", "depth"), "tiny", sam2_checkpoint=None)
 

@@ -16,7 +16,7 @@ from mlebench import stats
 from mlebench.cli import main
 from mlebench.corruptions import Corruption
 from mlebench.data import dataset_info
-from mlebench.protocols import CaseResult, EvalCase, get_protocol
+from mlebench.protocols import CaseResult, get_protocol
 from mlebench.report.published import load_published
 from mlebench.report.tables import TableOptions, build_tables, paper_comparison, tidy_frame
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from methods import build_method
+from mlebench.registry import build_method
 from mlebench.cli import main
 from mlebench.data import dataset_info, load_dataset
 from mlebench.data.synthetic import generate_synthetic

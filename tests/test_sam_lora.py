@@ -14,7 +14,7 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT
 
 import methods.sam_lora  # noqa: F401  (registers "sam-lora"; methods/__init__.py does not yet)
-from methods.base import build_method
+from mlebench.registry import build_method
 from methods.sam_lora import SAMLoRA, class_logits
 from mlebench.data.deliver import DELIVER_INFO
 from mlebench.engine.checkpoint import load_checkpoint, save_checkpoint

@@ -12,9 +12,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from methods import build_method, method_names
-from methods.base import stand_in_of, weights_option
-from methods.weights import sha256
+from mlebench.registry import build_method, method_names
+from mlebench.registry import method_entry
+from mlebench.weights import sha256
 from mlebench.cli import main
 from mlebench.data import dataset_info
 from mlebench.data.synthetic import generate_synthetic
@@ -22,9 +22,15 @@ from mlebench.errors import ConfigError
 from mlebench.pretrain import PretrainRecipe, pretrain_stand_in, sidecar_path
 
 INFO = dataset_info("synthetic")
-WITH_STAND_IN = [m for m in method_names() if stand_in_of(m) is not None]
+
+
+def _stand_in(name: str):
+    return method_entry(name).stand_in
+
+
+WITH_STAND_IN = [m for m in method_names() if _stand_in(m) is not None]
 #: one method per stand-in (methods sharing a backbone share its file)
-BY_STAND_IN = {stand_in_of(m).name: m for m in reversed(WITH_STAND_IN)}
+BY_STAND_IN = {_stand_in(m).name: m for m in reversed(WITH_STAND_IN)}
 QUICK = PretrainRecipe(steps=2, batch_size=2, threads=1)
 
 
@@ -36,9 +42,9 @@ def tiny_root(tmp_path_factory) -> Path:
 def test_every_paper_method_has_a_stand_in():
     assert {"mlesam", "sam-lora", "cwsam", "cmnext"} <= set(WITH_STAND_IN)
     assert set(BY_STAND_IN) == {"sam2-hiera-tiny", "sam-vit-tiny", "mit-b0-tiny"}
-    assert stand_in_of("cwsam") == stand_in_of("sam-lora")  # one stand-in per backbone
+    assert _stand_in("cwsam") == _stand_in("sam-lora")  # one stand-in per backbone
     with pytest.raises(ConfigError, match="unknown method 'nope'"):
-        stand_in_of("nope")
+        _stand_in("nope")
 
 
 @pytest.mark.parametrize("method", sorted(BY_STAND_IN.values()))
@@ -52,14 +58,14 @@ def test_pretrain_is_deterministic_and_loads_through_every_sharing_method(method
     assert not all(torch.equal(a[k], c[k]) for k in a)  # another seed: other weights
     record = json.loads(sidecar_path(tmp_path / "a.pt").read_text())
     assert record["sha256"] == sha256(tmp_path / "a.pt") == records[0]["sha256"]
-    assert record["recipe"] == dataclasses.asdict(QUICK) and record["trained_by"] == stand_in_of(method).trained_by
+    assert record["recipe"] == dataclasses.asdict(QUICK) and record["trained_by"] == _stand_in(method).trained_by
     assert record["command"] == (f"mlebench pretrain --method {method} --steps 2 --batch-size 2 --lr 0.001 "
                                  "--seed 0 --n-images 600 --threads 1")
     assert len(records[0]["losses"]) == 1 and record["final_loss"] == records[0]["losses"][-1]
-    for sharing in [m for m in WITH_STAND_IN if stand_in_of(m) == stand_in_of(method)]:
-        loaded = build_method(sharing, INFO, ["rgb", "depth"], "tiny", **{weights_option(sharing): str(tmp_path / "a.pt")})
+    for sharing in [m for m in WITH_STAND_IN if _stand_in(m) == _stand_in(method)]:
+        loaded = build_method(sharing, INFO, ["rgb", "depth"], "tiny", **{method_entry(sharing).weights_option: str(tmp_path / "a.pt")})
         assert loaded.frozen_source.endswith(":" + record["sha256"][:16]), sharing
-        fresh = build_method(sharing, INFO, ["rgb", "depth"], "tiny", **{weights_option(sharing): None})
+        fresh = build_method(sharing, INFO, ["rgb", "depth"], "tiny", **{method_entry(sharing).weights_option: None})
         own, start = loaded.state_dict(), fresh.state_dict()
         # The stand-in's own tensors (the backbone above all) were trained, and they arrive.
         # (a file's key names may be relative to a sub-module: MiT's ``block1...`` is ``backbone.block1...``)
@@ -72,7 +78,7 @@ def test_pretrain_is_deterministic_and_loads_through_every_sharing_method(method
 
 @pytest.mark.parametrize("name", sorted(BY_STAND_IN))
 def test_shipped_stand_in_matches_its_record_and_the_shared_recipe(name: str):
-    stand_in = stand_in_of(BY_STAND_IN[name])
+    stand_in = _stand_in(BY_STAND_IN[name])
     assert stand_in.path.is_file(), f"{stand_in.path} is missing: run `mlebench pretrain --method {BY_STAND_IN[name]}`"
     record = json.loads(sidecar_path(stand_in.path).read_text())
     assert record["sha256"] == sha256(stand_in.path)
@@ -85,7 +91,7 @@ def test_shipped_stand_in_matches_its_record_and_the_shared_recipe(name: str):
 
 @pytest.mark.parametrize("method", WITH_STAND_IN)
 def test_the_tiny_preset_loads_its_stand_in_by_default(method: str):
-    stand_in = stand_in_of(method)
+    stand_in = _stand_in(method)
     model = build_method(method, INFO, ["rgb", "depth"], "tiny")
     assert model.frozen_source.endswith(":" + sha256(stand_in.path)[:16])
 

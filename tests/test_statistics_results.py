@@ -15,7 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from methods import build_method
+from mlebench.registry import build_method
 from mlebench import stats
 from mlebench.cli import main
 from mlebench.data import dataset_info, load_dataset
@@ -25,7 +25,7 @@ from mlebench.engine.checkpoint import save_checkpoint
 from mlebench.engine.evaluate import evaluate_cases
 from mlebench.errors import ConfigError
 from mlebench.metrics import ConfusionMatrix
-from mlebench.protocols import EvalCase, get_protocol
+from mlebench.protocols import EvalCase
 from mlebench.report.compare import compare_runs
 from mlebench.results import SCHEMA_VERSION, CaseCounts, CaseKey, ResultRow, ResultsStore, migrate
 

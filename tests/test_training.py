@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from methods import build_method
+from mlebench.registry import build_method
 from mlebench.data import load_dataset
 from mlebench.data.augment import TrainAugment, TrainingView
 from mlebench.data.synthetic import generate_synthetic
@@ -76,6 +76,7 @@ class _Checkpointable(_Probe):
     """The probe with what checkpoints need, and a loss that can 'kill' the run at a call."""
 
     method_name, variant, preset, frozen_source = "probe", "probe", "tiny", "none"
+    versioned_packages: tuple[str, ...] = ()
 
     def __init__(self, info, kill_at: int | None = None):
         super().__init__(["rgb"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from methods.base import register_method
 from methods.cmnext.model import STAND_IN, CMNeXt, CMNeXtConfig, make_config
 from mlebench.data.base import DatasetInfo
+from mlebench.registry import register_method
 
 
 @register_method("cmnext", weights_option="mit_checkpoint", stand_in=STAND_IN)

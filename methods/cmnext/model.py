@@ -23,13 +23,14 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from methods.base import MethodOutput, SegmentationMethod, StandIn, upsample_logits
 from methods.cmnext.backbone import DROP_PATH_RATE, SETTINGS, CMNeXtBackbone
 from methods.cmnext.head import SegFormerHead
+from methods import ASSETS
 from methods.losses import ohem_cross_entropy
 from mlebench.data.base import DatasetInfo
-from methods.weights import MIT_B0_TINY, read_weights, sha256
 from mlebench.errors import ConfigError
+from mlebench.method import MethodOutput, SegmentationMethod, StandIn, upsample_logits
+from mlebench.weights import read_weights, sha256
 
 #: names of the RGB camera modality (DELIVER/MCubeS ``rgb``, MUSES ``frame``)
 RGB_NAMES = ("rgb", "frame")
@@ -54,7 +55,9 @@ class CMNeXtConfig:
             raise ConfigError(f"ohem_thresh {self.ohem_thresh} is not in (0, 1]")
 
 
-#: the tiny preset's ImageNet-MiT stand-in (B0 only; a tiny B2 starts from a seeded init)
+#: the tiny preset's ImageNet-MiT stand-in, SegFormer's MiT key names (B0 only; a tiny B2 starts
+#: from a seeded init)
+MIT_B0_TINY = ASSETS / "mit_b0_tiny_synthetic.pt"
 STAND_IN = StandIn("mit-b0-tiny", MIT_B0_TINY, trained_by="cmnext")
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from methods.base import StandIn, register_method
 from methods.mlesam import commands  # noqa: F401  (registers bench lora)
 from methods.mlesam.model import MLESAM, TINY_SAM2_CHECKPOINT, MLESAMConfig, make_config
 from mlebench.data.base import DatasetInfo
+from mlebench.method import StandIn
+from mlebench.registry import register_method
 
 # name -> (fusion, auxiliary head)
 VARIANTS = {

@@ -21,7 +21,7 @@ def bench_lora(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Grouped LoRA (one trunk pass over all modalities) vs a Python loop over modalities."""
-    from methods import build_method
+    from mlebench.registry import build_method
     from mlebench.data.deliver import DELIVER_INFO
 
     torch.manual_seed(seed)

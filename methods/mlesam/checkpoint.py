@@ -18,8 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods.weights import copy_strict, read_weights, sha256
-from mlebench.errors import ConfigError
+from mlebench.weights import copy_strict, read_weights, sha256
 
 _LOADED_PREFIXES = ("image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder.", "no_mem_embed")
 _CLASS_SPECIFIC = (

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
-from methods.base import register_command
+from methods.mlesam.model import PRESET_CONFIGS
+from mlebench.registry import register_command
 
 
 @register_command("bench")
 @click.command("lora")
-@click.option("--preset", type=click.Choice(["tiny", "paper"]), default="tiny", show_default=True)
+@click.option("--preset", type=click.Choice(list(PRESET_CONFIGS)), default="tiny", show_default=True)
 @click.option("--batch", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--size", type=click.IntRange(32), default=128, show_default=True)
 @click.option("--repeats", type=click.IntRange(1), default=5, show_default=True)

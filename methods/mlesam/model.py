@@ -24,14 +24,14 @@ from sam2.modeling.backbones.image_encoder import FpnNeck, ImageEncoder
 from sam2.modeling.position_encoding import PositionEmbeddingSine
 from torch import nn
 
-from methods.base import MethodOutput, SegmentationMethod, upsample_logits
 from methods.losses import ohem_cross_entropy
 from methods.mlesam.decoder import NO_PROMPT_MODES, AuxiliaryHead, build_sam_heads, semantic_mask_logits
 from methods.mlesam.fusion import FUSION_MODES, ROUTERS, MultiModalFusion
-from methods.mlesam.lora import ModalityLoRA
-from methods.weights import SAM2_HIERA_TINY
+from methods import ASSETS
+from methods.lora import ModalityLoRA
 from mlebench.data.base import DatasetInfo
 from mlebench.errors import ConfigError
+from mlebench.method import MethodOutput, SegmentationMethod, upsample_logits
 
 
 @dataclass(frozen=True)
@@ -124,8 +124,8 @@ class MLESAMConfig:
             raise ConfigError(f"aux_output_weight {self.aux_output_weight} is not in [0, 1]")
 
 
-# Made by `mlebench pretrain --method mlesam` (mlebench/pretrain.py); the tiny preset's frozen SAM2.
-TINY_SAM2_CHECKPOINT = SAM2_HIERA_TINY
+# Made by `mlebench pretrain --method mlesam`; the tiny preset's frozen SAM2.
+TINY_SAM2_CHECKPOINT = ASSETS / "sam2_hiera_tiny_synthetic.pt"
 #: the SAM2 parts (sam2's key names) a SAM2 checkpoint and the tiny stand-in hold
 SAM2_PREFIXES = ("image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder.", "no_mem_embed")
 

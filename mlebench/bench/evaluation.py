@@ -1,4 +1,5 @@
-"""Side-by-side benchmarks: each prints both timings, measured in one run, and their ratio."""
+"""Evaluation benchmarks on the synthetic set, each measured side by side in one run: the feature
+cache, the logit upsampling of decode, and data loading against the model."""
 
 from __future__ import annotations
 
@@ -7,15 +8,21 @@ import time
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader, Subset
 
+from mlebench.data import dataset_info, load_dataset
+from mlebench.data.augment import TrainAugment, TrainingView
+from mlebench.data.transforms import normalize_modality
+from mlebench.engine.evaluate import EvalProfile, evaluate_cases
+from mlebench.engine.train import TrainConfig, train
+from mlebench.method import contiguous_upsampling
+from mlebench.metrics import predict_labels
+from mlebench.protocols import get_protocol
+from mlebench.registry import build_method
 from mlebench.timing import best_time as _best_time
 
 
 def _subset(dataset: str, data_root: Any, split: str, modalities: Any, samples: int) -> Any:
-    from torch.utils.data import Subset
-
-    from mlebench.data import load_dataset
-
     full = load_dataset(dataset, data_root, split, modalities)
     data = Subset(full, range(min(samples, len(full))))
     data.info = full.info  # type: ignore[attr-defined]  (the evaluator reads the data set's info)
@@ -26,7 +33,7 @@ def _subset(dataset: str, data_root: Any, split: str, modalities: Any, samples: 
 def bench_feature_cache(
     method_name: str,
     protocol: str = "missing-modality",
-    preset: str = "tiny",
+    preset: str | None = None,
     dataset: str = "synthetic",
     data_root: Any = None,
     split: str = "val",
@@ -42,17 +49,13 @@ def bench_feature_cache(
     modality), ``protocol`` with the per-modality feature cache, and ``protocol`` without it.
     For each: seconds, seconds per sample, encoder passes per sample, and the time split into
     encoding, decoding and the rest (loading, resizing, normalising, metrics)."""
-    from methods import build_method
-    from mlebench.data import dataset_info
-    from mlebench.engine.evaluate import EvalProfile, evaluate_cases
-    from mlebench.protocols import get_protocol
-
     info = dataset_info(dataset)
     modalities = info.defaults
     data = _subset(dataset, data_root, split, modalities, samples)
     torch.manual_seed(seed)
     method = build_method(method_name, info, modalities, preset)
-    size = type(method).eval_size(preset) if eval_size is None else eval_size
+    preset = method.preset  # None: the method's default preset
+    size = method.eval_size(preset) if eval_size is None else eval_size
     runs = {"full": ("full", True), "cached": (protocol, True), "uncached": (protocol, False)}
     report: dict[str, Any] = {}
     outcomes = {}
@@ -71,7 +74,8 @@ def bench_feature_cache(
         }  # fmt: skip
     diff = max(abs(a.miou - b.miou) for a, b in zip(outcomes["cached"], outcomes["uncached"]))
     return {
-        "method": method_name, "preset": preset, "protocol": protocol, "cases": report["cached"]["cases"],
+        "method": method_name, "preset": preset, "dataset": dataset, "protocol": protocol,
+        "cases": report["cached"]["cases"],
         "samples": len(data), "batch_size": batch_size, "device": device, "eval_size": size, "amp": amp,
         "runs": report,
         "ratio": report["uncached"]["seconds"] / report["cached"]["seconds"],
@@ -80,23 +84,18 @@ def bench_feature_cache(
     }  # fmt: skip
 
 
-def bench_decode(method_name: str, preset: str = "tiny", dataset: str = "synthetic", data_root: Any = None,
+def bench_decode(method_name: str, preset: str | None = None, dataset: str = "synthetic", data_root: Any = None,
                  split: str = "val", samples: int = 8, batch_size: int = 4, repeats: int = 3, seed: int = 0) -> dict[str, Any]:
     """One modality's encode against one decode + prediction of all modalities, with the plain
     (contiguous) and the channels-last upsampling of the logits, on the same features; and
     whether their predictions agree pixel for pixel."""
-    from methods import build_method
-    from methods.base import contiguous_upsampling
-    from mlebench.data import dataset_info
-    from mlebench.data.transforms import normalize_modality
-    from mlebench.metrics import predict_labels
-
     info = dataset_info(dataset)
     modalities = info.defaults
     data = _subset(dataset, data_root, split, modalities, samples)
     torch.manual_seed(seed)
     method = build_method(method_name, info, modalities, preset).eval()
-    size = type(method).eval_size(preset)
+    preset = method.preset
+    size = method.eval_size(preset)
     batches = []
     for start in range(0, len(data), batch_size):
         items = [data[i] for i in range(start, min(start + batch_size, len(data)))]
@@ -129,28 +128,20 @@ def bench_decode(method_name: str, preset: str = "tiny", dataset: str = "synthet
             "predictions_identical": same}  # fmt: skip
 
 
-def bench_loader(method_name: str, preset: str = "tiny", dataset: str = "synthetic", data_root: Any = None,
+def bench_loader(method_name: str, preset: str | None = None, dataset: str = "synthetic", data_root: Any = None,
                  samples: int = 32, batch_size: int = 4, workers: tuple[int, ...] = (0, 2), train_steps: int = 3,
                  seed: int = 0) -> dict[str, Any]:
     """Data loading against the model, in samples per second: the training loader (augmented
     crops) and the evaluation loader for each worker count, next to the model's training steps
     and its evaluation (full protocol, at the preset's evaluation size) on CPU."""
-    from torch.utils.data import DataLoader
-
-    from methods import build_method
-    from mlebench.data import dataset_info
-    from mlebench.data.augment import TrainAugment, TrainingView
-    from mlebench.engine.evaluate import EvalProfile, evaluate_cases
-    from mlebench.engine.train import TrainConfig, train
-    from mlebench.protocols import get_protocol
-
     info = dataset_info(dataset)
     modalities = info.defaults
     train_data = _subset(dataset, data_root, "train", modalities, samples)
     eval_data = _subset(dataset, data_root, "val", modalities, samples)
     torch.manual_seed(seed)
     method = build_method(method_name, info, modalities, preset)
-    recipe = type(method).train_defaults(preset)
+    preset = method.preset
+    recipe = method.train_defaults(preset)
     crop, base = recipe.get("crop_size", 128), recipe.get("base_size")
 
     def rate(loader: DataLoader) -> float:
@@ -172,113 +163,49 @@ def bench_loader(method_name: str, preset: str = "tiny", dataset: str = "synthet
     train_rate = train_steps * batch_size / (time.perf_counter() - start)
     profile = EvalProfile()
     evaluate_cases(method, eval_data, get_protocol("full").cases(modalities, info), batch_size,
-                   eval_size=type(method).eval_size(preset), profile=profile)
+                   eval_size=method.eval_size(preset), profile=profile)
     return {"method": method_name, "preset": preset, "samples": samples, "batch_size": batch_size,
             "loader": {str(w): v for w, v in loaders.items()}, "model_train_samples_per_s": train_rate,
             "model_eval_samples_per_s": profile.samples / (profile.encode_s + profile.decode_s)}  # fmt: skip
 
 
-def bench_throughput(method_name: str, preset: str = "paper", device: str = "cuda", batch_size: int = 2,
-                     steps: int = 5, dataset: str = "synthetic", seed: int = 0) -> dict[str, Any]:
-    """Images per second and peak GPU memory for training steps (the preset's autocast) and for
-    evaluation forwards in fp32 and under bf16 autocast, on random inputs at the preset's crop
-    and evaluation sizes. Returns ``{"skipped": reason}`` for a CUDA device that is not there."""
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        return {"skipped": "no CUDA device (torch.cuda.is_available() is False)", "device": device}
-    from methods import build_method
-    from mlebench.data import dataset_info
-
-    info = dataset_info(dataset)
-    modalities = info.defaults
-    dev = torch.device(device)
-    torch.manual_seed(seed)
-    method = build_method(method_name, info, modalities, preset).to(dev)
-    recipe = type(method).train_defaults(preset)
-    crop = recipe.get("crop_size", 128)
-    eval_size = type(method).eval_size(preset) or crop
-    cuda = dev.type == "cuda"
-
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize(dev)
-
-    def measure(fn: Any, n: int) -> dict[str, Any]:
-        fn()  # warm-up (kernels, allocator)
-        sync()
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(dev)
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        sync()
-        seconds = time.perf_counter() - start
-        peak = torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else None
-        return {"images_per_s": n * batch_size / seconds, "peak_gib": peak}
-
-    g = torch.Generator().manual_seed(seed)
-    train_batch = {m: torch.randn(batch_size, 3, crop, crop, generator=g).to(dev) for m in modalities}
-    target = torch.randint(0, info.num_classes, (batch_size, crop, crop), generator=g).to(dev)
-    eval_batch = {m: torch.randn(batch_size, 3, eval_size, eval_size, generator=g).to(dev) for m in modalities}
-    optimizer = torch.optim.AdamW(method.optimizer_groups(1e-4), lr=1e-4)
-    amp = bool(recipe.get("amp", False)) and cuda
-
-    def train_step() -> None:
-        method.train()
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            loss = method.loss(method(train_batch), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    def eval_forward(bf16: bool) -> Any:
-        def run() -> None:
-            method.eval()
-            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                method(eval_batch).logits.argmax(1)
-        return run
-
-    return {"method": method_name, "preset": preset, "device": str(dev), "batch_size": batch_size, "steps": steps,
-            "crop_size": crop, "eval_size": eval_size, "train_amp": amp,
-            "train": measure(train_step, steps), "eval_fp32": measure(eval_forward(False), steps),
-            "eval_bf16": measure(eval_forward(True), steps)}  # fmt: skip
+def format_feature_cache(r: dict[str, Any]) -> str:
+    size = f"{r['eval_size']} px short side" if r["eval_size"] else "stored size"
+    lines = [f"{r['method']} ({r['preset']}) on {r['samples']} {r['dataset']} samples at {size}, batch "
+             f"{r['batch_size']}, {r['device']}{', bf16' if r['amp'] else ''}",
+             f"  {'':34} {'s/sample':>9} {'enc.passes':>10} {'encode':>8} {'decode':>8} {'other':>8}"]
+    protocol = r["protocol"]
+    labels = {"full": "full protocol (1 case)", "cached": f"{protocol} ({r['cases']}), feature cache",
+              "uncached": f"{protocol} ({r['cases']}), no cache"}
+    for key, label in labels.items():
+        run = r["runs"][key]
+        passes = run["encoder_passes_per_sample"] or run["forward_passes_per_sample"]
+        lines.append(f"  {label:<34} {run['per_sample_s']:9.3f} {passes:10.0f} {run['encode_s']:7.2f}s "
+                     f"{run['decode_s']:7.2f}s {run['other_s']:7.2f}s")
+    lines += [f"  ratio no cache / feature cache     : {r['ratio']:6.2f}x",
+              f"  {protocol} / full, per sample : {r['cached_vs_full_per_sample']:6.2f}x",
+              f"  max |mIoU difference|              : {r['miou_max_abs_diff']:.2e}"]
+    return "\n".join(lines)
 
 
-def bench_bootstrap(cases: int = 15, samples: int = 500, classes: int = 25, resamples: int = 1000, seed: int = 0,
-                    loop_resamples: int = 100) -> dict[str, Any]:
-    """Bootstrap intervals for a whole protocol: vectorised (one matmul per case set) against a
-    plain loop over resamples that sums the resampled images' counts one resample at a time.
+def format_decode(r: dict[str, Any], repeats: int) -> str:
+    return "\n".join([
+        f"{r['method']} ({r['preset']}), {r['samples']} synthetic val samples at {r['image_size'][0]}x"
+        f"{r['image_size'][1]}, batch {r['batch_size']}, {len(r['modalities'])} modalities (best of {repeats})",
+        f"  encode, one modality           : {r['encode_one_modality_s'] * 1e3:8.1f} ms",
+        f"  decode + argmax, plain upsample: {r['decode_plain_s'] * 1e3:8.1f} ms "
+        f"({r['decode_plain_per_encode']:.2f} of an encode)",
+        f"  decode + argmax, channels-last : {r['decode_s'] * 1e3:8.1f} ms ({r['decode_per_encode']:.2f} of an encode)",
+        f"  speed-up                       : {r['speedup']:8.2f}x",
+        f"  predictions identical          : {'yes' if r['predictions_identical'] else 'NO'}",
+    ])
 
-    The loop runs ``loop_resamples`` resamples and is scaled to ``resamples`` (it is linear in
-    them); both use the same weights, and the largest difference of their resampled mIoUs is
-    reported.
-    """
-    import numpy as np
 
-    from mlebench import stats
-
-    rng = np.random.default_rng(seed)
-    data = [tuple(rng.integers(0, 400, size=(samples, classes)) * (rng.random((samples, classes)) < 0.4)
-                  for _ in range(3)) for _ in range(cases)]  # fmt: skip
-
-    def vectorised() -> list[Any]:
-        out = [stats.miou_interval(*c, convention="deliver", resamples=resamples, seed=seed) for c in data]
-        out.append(stats.summary_interval(data, lambda m: m.mean(axis=-1), "deliver", resamples, seed))
-        return out
-
-    weights = stats.bootstrap_weights(samples, loop_resamples, seed)
-
-    def loop() -> np.ndarray:
-        values = np.empty((cases, loop_resamples))
-        for j, (tp, fp, fn) in enumerate(data):
-            for r in range(loop_resamples):
-                index = np.repeat(np.arange(samples), weights[r])
-                values[j, r] = stats.miou_from_counts(tp[index], fp[index], fn[index], "deliver")
-        return values
-
-    vec_s = _best_time(vectorised, 1)
-    loop_s = _best_time(loop, 1) * resamples / loop_resamples
-    reference = loop()
-    fast = np.stack([stats.bootstrap_mious(*c, weights, "deliver") for c in data])
-    return {"cases": cases, "samples": samples, "classes": classes, "resamples": resamples,
-            "vectorised_s": vec_s, "loop_s": loop_s, "ratio": loop_s / vec_s,
-            "max_abs_diff": float(np.abs(reference - fast).max())}  # fmt: skip
+def format_loader(r: dict[str, Any]) -> str:
+    lines = [f"{r['method']} ({r['preset']}), {r['samples']} synthetic samples, batch {r['batch_size']}, CPU (samples/s)"]
+    for count, rates in r["loader"].items():
+        lines.append(f"  loader, {count} workers : train {rates['train_samples_per_s']:8.1f}   "
+                     f"eval {rates['eval_samples_per_s']:8.1f}")
+    lines.append(f"  model             : train {r['model_train_samples_per_s']:8.1f}   "
+                 f"eval {r['model_eval_samples_per_s']:8.1f}")
+    return "\n".join(lines)

@@ -1,11 +1,15 @@
-"""``mlebench data check``: is a data set's layout sound before anyone trains on it?"""
+"""Is a data set sound before anyone trains on it? ``mlebench data check`` (counts per split and
+case, missing and undecodable files) and :func:`check_eval_files`, the cheap check of an
+evaluation split every job runs before it trains (headers and file tails only)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
+
+import numpy as np
 
 from tqdm import tqdm
 
@@ -92,9 +96,90 @@ def check_dataset(
     return report
 
 
-def _flatten(paths) -> list[Path]:
-    """Companion entries are paths or tuples of paths (a modality stored in several files)."""
-    flat: list[Path] = []
-    for entry in paths:
-        flat += [Path(p) for p in entry] if isinstance(entry, (tuple, list)) else [Path(entry)]
-    return flat
+def _flat_paths(entry: Any) -> list[Path]:
+    """A companion entry is a path or a tuple of paths (a modality stored in several files)."""
+    return [Path(p) for p in entry] if isinstance(entry, (tuple, list)) else [Path(entry)]
+
+
+def _flatten(entries: Any) -> list[Path]:
+    return [path for entry in entries for path in _flat_paths(entry)]
+
+
+# File suffixes whose header gives the image size without decoding pixels.
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _inspect_file(path: Path) -> tuple[str | None, tuple[int, ...] | None]:
+    """(problem, (height, width)) of one file from its header and tail only; no pixels decoded."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "is missing", None
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})", None
+    if not path.is_file():
+        return "is not a file", None
+    if size == 0:
+        return "is empty (0 bytes)", None
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            shape = np.load(path, mmap_mode="r").shape  # the header only
+        except Exception as exc:  # noqa: BLE001  (any failure: not a readable array)
+            return f"is not a readable .npy array ({exc})", None
+        return None, tuple(shape[:2]) if len(shape) >= 2 else None
+    if suffix not in _IMAGE_SUFFIXES:
+        return None, None
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            fmt = img.format
+    except Exception as exc:  # noqa: BLE001  (PIL raises several types for broken headers)
+        return f"is not a readable image ({type(exc).__name__}: {exc})", None
+    if fmt == "PNG":
+        with open(path, "rb") as fh:
+            fh.seek(max(0, size - len(_PNG_END)))
+            if fh.read() != _PNG_END:
+                return "is truncated (no PNG end marker)", None
+    return None, (height, width)
+
+
+def check_eval_files(dataset: Any, limit: int = 20) -> None:
+    """Every file of the evaluation split exists, has a readable header, a PNG is complete, and
+    each modality has its label's size where the loader requires it; cheap (headers and file
+    tails, no pixels decoded), so that a broken file is found before training, not after.
+
+    A modality whose size differs from its label's is decoded once per (modality, size, label
+    size) combination by the loader itself, which decides: some layouts store smaller frames on
+    purpose (DELIVER's low-resolution events) and the loader resizes them."""
+    problems: list[str] = []
+    accepted: set[tuple[Any, ...]] = set()
+    for ref in dataset.refs:
+        paths = dataset.companion_paths(ref)
+        sizes: dict[str, tuple[int, ...]] = {}
+        broken = False
+        for name, entry in paths.items():
+            for path in _flat_paths(entry):
+                problem, size = _inspect_file(path)
+                if problem is not None:
+                    problems.append(f"{name} file {path} {problem}")
+                    broken = True
+                elif size is not None:
+                    sizes.setdefault(name, size)
+        label = sizes.get("label")
+        odd = tuple(sorted((m, s) for m, s in sizes.items() if m != "label" and label is not None and s != label))
+        if broken or not odd or (odd, label) in accepted or len(problems) >= limit:
+            continue
+        try:
+            dataset.decode(ref)  # the loader decides whether these sizes are fine
+            accepted.add((odd, label))
+        except DataError as exc:
+            problems.append(str(exc))
+    if problems:
+        command = f"mlebench data check --dataset {dataset.info.name} --data-root {dataset.root} --split {dataset.split}"
+        more = f" (and {len(problems) - 1} more: `{command}` lists them)" if len(problems) > 1 else ""
+        raise DataError(f"evaluation split {dataset.split!r} of {dataset.info.name} at {dataset.root}: "
+                        f"{problems[0]}{more}; found before anything ran, nothing was written")

@@ -4,6 +4,7 @@ prediction for a few samples."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -78,10 +79,10 @@ def class_legend(info: DatasetInfo, labels: Sequence[Any]) -> list[Any]:
 
 def render_predictions(
     samples: Sequence[dict[str, Any]], predictions: Sequence[Any], info: DatasetInfo, modalities: Sequence[str],
-    out: str | Path, title: str = "",
-) -> Path:
+    title: str = "",
+) -> bytes:
     """A row per sample: every input modality, the ground truth and the prediction, coloured with
-    the data set's palette, and one legend of the classes shown (PNG, atomically)."""
+    the data set's palette, and one legend of the classes shown; the PNG's bytes."""
     rows = len(samples)
     columns = len(modalities) + 2
     height, width = np.asarray(predictions[0]).shape
@@ -103,8 +104,31 @@ def render_predictions(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.06 + 0.03 * (len(legend) // 8), 1, 1))
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    return png_bytes(fig, dpi=100)
+
+
+def png_bytes(fig: Any, dpi: int) -> bytes:
+    """A matplotlib figure as PNG bytes (and closed)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
-    return out
+    return buffer.getvalue()
+
+
+def predictions_figure(dataset: Any, predictions: Sequence[tuple[str, Any]], modalities: Sequence[str],
+                       title: str = "") -> bytes:
+    """:func:`render_predictions` of ``predictions`` ((sample id, predicted label map) pairs, as
+    the evaluator keeps them) with each sample read from ``dataset``; a sample evaluated at
+    another size is resized to the prediction's (label nearest, inputs bilinear)."""
+    position = {ref.id: i for i, ref in enumerate(dataset.refs)}
+    samples = []
+    for sample_id, prediction in predictions:
+        sample = dataset[position[sample_id]]
+        if tuple(sample["label"].shape) != tuple(prediction.shape):  # evaluated at another size
+            sample = {**sample, "label": torch.nn.functional.interpolate(
+                sample["label"][None, None].float(), size=prediction.shape, mode="nearest")[0, 0].long()}
+            sample.update({m: torch.nn.functional.interpolate(sample[m][None].float(), size=prediction.shape,
+                                                              mode="bilinear", align_corners=False)[0]
+                           for m in modalities})
+        samples.append(sample)
+    return render_predictions(samples, [p for _, p in predictions], dataset.info, modalities, title=title)

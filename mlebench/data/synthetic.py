@@ -88,7 +88,7 @@ from concurrent.futures import ProcessPoolExecutor
 import multiprocessing
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
@@ -418,3 +418,20 @@ def ensure_synthetic(
         if not _is_complete(root, params):
             generate_synthetic(root, **params, workers=workers)
     return root
+
+
+def resolved_root(dataset: str, data_root: Path | None) -> Path | None:
+    """The folder a job on ``dataset`` reads: ``data_root``, or the cached synthetic set's when
+    none is given (None for a real data set without a root: its loader says so)."""
+    if data_root is not None:
+        return Path(data_root)
+    return default_synthetic_root() if dataset == "synthetic" else None
+
+
+def announce_synthetic(dataset: str, data_root: Path | None, echo: Callable[[str], None]) -> None:
+    """Say so before the embedded synthetic set is generated (first use: about half a minute)."""
+    if dataset != "synthetic" or data_root is not None:
+        return
+    root = default_synthetic_root()
+    if not (root / MANIFEST).is_file():
+        echo(f"generating the synthetic data set in {root} (first use only; about 30 s on 2 CPU cores) ...")

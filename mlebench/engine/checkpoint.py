@@ -18,12 +18,14 @@ import torch
 
 from mlebench.errors import ConfigError
 from mlebench.fsutil import atomic_path
+from mlebench.method import SegmentationMethod
 from mlebench.results.provenance import package_versions
+from mlebench.weights import load_tensor_file
 
 CHECKPOINT_FORMAT = 1
 
 
-def checkpoint_identity(method: Any) -> dict[str, Any]:
+def checkpoint_identity(method: SegmentationMethod) -> dict[str, Any]:
     """The fields that must match between a checkpoint and the method it is loaded into."""
     return {
         "method": method.method_name,
@@ -36,13 +38,13 @@ def checkpoint_identity(method: Any) -> dict[str, Any]:
     }
 
 
-def save_checkpoint(method: Any, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(method: SegmentationMethod, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write ``method``'s trainable weights and identity to ``path`` atomically."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         **checkpoint_identity(method),
         "config": method.config_dict(),
-        "versions": package_versions(extra=getattr(method, "versioned_packages", ())),
+        "versions": package_versions(extra=method.versioned_packages),
         "state_dict": method.trainable_state_dict(),
         "extra": extra or {},
     }
@@ -54,13 +56,7 @@ def save_checkpoint(method: Any, path: str | Path, extra: dict[str, Any] | None 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint's contents (``weights_only=True``); errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {path} does not exist")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated or unsafe pickles raise several types
-        raise ConfigError(f"cannot read checkpoint {path}: {exc}") from exc
+    blob = load_tensor_file(Path(path), "checkpoint")
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT or "state_dict" not in blob:
         raise ConfigError(f"{path} is not an mlebench checkpoint (format {CHECKPOINT_FORMAT})")
     return blob
@@ -77,7 +73,7 @@ def first_non_finite(state: dict[str, Any]) -> tuple[str, int, int] | None:
     return None
 
 
-def load_checkpoint(method: Any, path: str | Path) -> dict[str, Any]:
+def load_checkpoint(method: SegmentationMethod, path: str | Path) -> dict[str, Any]:
     """Load trainable weights into ``method`` after checking identity; returns ``extra``."""
     blob = read_checkpoint(path)
     expected = checkpoint_identity(method)

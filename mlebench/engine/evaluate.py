@@ -40,6 +40,7 @@ from mlebench.data.transforms import normalize_modality
 from mlebench.distributed import gather_objects, is_distributed, world_size
 from mlebench.distributed import rank as process_rank
 from mlebench.metrics import ConfusionMatrix, per_sample_counts, predict_labels
+from mlebench.method import SegmentationMethod
 from mlebench.protocols.base import ALL, CaseResult, EvalCase
 
 
@@ -106,12 +107,12 @@ def _condition_mask(meta: Mapping[str, Sequence[str]], condition: str, n: int) -
 class _CaseInputs:
     """Normalised (and corrupted) inputs and their features for one batch, computed lazily."""
 
-    def __init__(self, method: Any, batch: dict[str, Any], device: torch.device, base_seed: int,
+    def __init__(self, method: SegmentationMethod, batch: dict[str, Any], device: torch.device, base_seed: int,
                  profile: EvalProfile | None = None) -> None:
         self.method, self.batch, self.device, self.base_seed = method, batch, device, base_seed
         self.profile = profile
         h, w = batch["label"].shape[-2:]
-        m = getattr(method, "size_multiple", 1)
+        m = method.size_multiple
         self.pad = ((-h) % m, (-w) % m)
         self._inputs: dict[tuple[str, str], torch.Tensor] = {}
         self._features: dict[tuple[str, str], Any] = {}
@@ -153,7 +154,7 @@ class _CaseInputs:
         return self._features[key]
 
 
-def _case_features(method: Any, cache: _CaseInputs, case: EvalCase) -> dict[str, Any]:
+def _case_features(method: SegmentationMethod, cache: _CaseInputs, case: EvalCase) -> dict[str, Any]:
     feats = {m: cache.features(m, case.corruption) for m in case.test_modalities}
     if not method.supports_missing_modalities:
         for m in method.modalities:
@@ -161,7 +162,7 @@ def _case_features(method: Any, cache: _CaseInputs, case: EvalCase) -> dict[str,
     return feats
 
 
-def _case_forward(method: Any, cache: _CaseInputs, case: EvalCase) -> Any:
+def _case_forward(method: SegmentationMethod, cache: _CaseInputs, case: EvalCase) -> Any:
     """One plain forward for the case (no reuse across cases)."""
     inputs = {m: cache.input(m, case.corruption) for m in case.test_modalities}
     names = list(case.test_modalities)
@@ -246,14 +247,14 @@ def resize_batch(batch: dict[str, Any], short_side: int) -> dict[str, Any]:
     return out
 
 
-def missing_policy(method: Any) -> str:
+def missing_policy(method: SegmentationMethod) -> str:
     """How a missing modality is handled for this method (recorded with the results)."""
     return "drop" if method.supports_missing_modalities else "zero-fill"
 
 
 @torch.no_grad()
 def evaluate_cases(
-    method: Any,
+    method: SegmentationMethod,
     dataset: Any,
     cases: Sequence[EvalCase],
     batch_size: int = 4,

@@ -31,11 +31,13 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from mlebench.data.augment import TrainAugment, TrainingView
-from mlebench.config import TrainConfig  # noqa: F401  (the training options live with the rest of a run's)
+from mlebench.config import TrainConfig
 from mlebench.distributed import is_distributed, world_size
 from mlebench.distributed import rank as process_rank
 from mlebench.engine.checkpoint import checkpoint_identity, load_checkpoint, read_checkpoint, save_checkpoint
+from mlebench.engine.progress import ProgressLines
 from mlebench.errors import ConfigError, MlebenchError
+from mlebench.method import SegmentationMethod
 
 
 def warmup_poly_factor(step: int, total: int, warmup: int, warmup_ratio: float, power: float) -> float:
@@ -50,50 +52,11 @@ class NonFiniteLoss(MlebenchError):
     """Training diverged."""
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
-
-
-class ProgressLines:
-    """A progress line every ``every`` seconds of ``clock`` (none in between), for output that is
-    not a terminal: ``what: unit done/total (pct)[, detail], N samples/s, elapsed, ETA``.
-
-    ``samples_per_unit`` turns the rate of units (steps, batches) into samples per second.
-    ``every=0`` writes a line at every update.
-    """
-
-    def __init__(self, echo: Callable[[str], None], what: str, total: int, unit: str = "step", every: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic, done: int = 0, samples_per_unit: float = 1.0) -> None:
-        self.echo, self.what, self.total, self.unit, self.every, self.clock = echo, what, total, unit, every, clock
-        self.samples_per_unit = samples_per_unit
-        self.t0 = self.last = clock()
-        self.done0 = done
-
-    def update(self, done: int, detail: str = "") -> bool:
-        """Report ``done`` units if the pace says so; True when a line was written."""
-        now = self.clock()
-        if now - self.last < self.every:
-            return False
-        self.last = now
-        elapsed = now - self.t0
-        rate = (done - self.done0) / elapsed if elapsed > 0 else float("nan")
-        eta = (self.total - done) / rate if rate > 0 else None
-        percent = f" ({100 * done / self.total:.0f}%)" if self.total else ""
-        self.echo(f"{self.what}: {self.unit} {done}/{self.total}{percent}{detail}, "
-                  f"{rate * self.samples_per_unit:.1f} samples/s, elapsed {_duration(elapsed)}, ETA {_duration(eta)}")
-        return True
-
-
 #: training options a resumed run may change: they do not change what is computed
 RESUME_MAY_DIFFER = ("log_every", "checkpoint_every", "num_workers", "device")
 
 
-def check_resume(method: Any, checkpoint: str | Path | None, config: TrainConfig) -> dict[str, Any]:
+def check_resume(method: SegmentationMethod, checkpoint: str | Path | None, config: TrainConfig) -> dict[str, Any]:
     """The checkpoint ``--resume`` continues from, refused (saying what differs) when it belongs to
     another method, modality set, training configuration, seed or method configuration, or is
     past ``config.steps``; returns its contents."""
@@ -164,7 +127,7 @@ class EpochBatches(Sampler[list[int]]):
 
 
 def train(
-    method: torch.nn.Module,
+    method: SegmentationMethod,
     dataset: Any,
     config: TrainConfig,
     progress: bool = False,

@@ -8,7 +8,9 @@ from mlebench.protocols.base import (
     Protocol,
     SummaryRow,
     TableSpec,
+    case_label,
     get_protocol,
+    protocol_factory,
     protocol_names,
     register_protocol,
 )
@@ -16,6 +18,7 @@ from mlebench.protocols.base import (
 from mlebench.protocols import conditions, full, missing_modality, noise, tsne  # noqa: E402,F401  isort: skip
 
 __all__ = [
-    "ALL", "NO_CORRUPTION", "CaseResult", "EvalCase", "Protocol", "SummaryRow", "TableSpec", "get_protocol", "protocol_names",
+    "ALL", "NO_CORRUPTION", "CaseResult", "EvalCase", "Protocol", "SummaryRow", "TableSpec", "case_label", "get_protocol", "protocol_factory",
+    "protocol_names",
     "register_protocol",
 ]  # fmt: skip

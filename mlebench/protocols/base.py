@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from mlebench.corruptions import Corruption
@@ -19,6 +18,20 @@ from mlebench.errors import ConfigError
 
 ALL = "all"  # the condition that selects every sample
 NO_CORRUPTION = "none"
+
+
+def case_label(test_modalities: str | Sequence[str], condition: str = ALL, corruption: str = NO_CORRUPTION,
+               metric: str = "miou") -> str:
+    """How a case, or a protocol's summary number, is named wherever one is shown: the test
+    modalities joined by "-" (given as a sequence or comma-separated, as the store keeps them),
+    then the condition and the corruption where they are not the defaults: ``rgb-depth | fog |
+    gaussian-50-rgb``. A metric other than ``miou`` comes first, and ``*`` (a number over several
+    modality sets) is left out: ``miou_avg``, ``silhouette | rgb | fog``."""
+    mods = test_modalities.replace(",", "-") if isinstance(test_modalities, str) else "-".join(test_modalities)
+    parts = [p for p in (mods, condition, corruption) if p not in ("*", ALL, NO_CORRUPTION)]
+    if metric != "miou":
+        parts.insert(0, metric)
+    return " | ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -33,12 +46,7 @@ class EvalCase:
 
     @property
     def label(self) -> str:
-        parts = ["-".join(self.test_modalities)]
-        if self.condition != ALL:
-            parts.append(self.condition)
-        if self.corruption is not None:
-            parts.append(self.corruption.name)
-        return " | ".join(parts)
+        return case_label(self.test_modalities, self.condition, self.corruption_name)
 
 
 @dataclass
@@ -119,11 +127,13 @@ class Protocol(ABC):
     def cases(self, train_modalities: Sequence[str], info: DatasetInfo) -> list[EvalCase]:
         """The evaluation cases for a model trained on ``train_modalities``."""
 
-    def summary(
-        self, results: Sequence[CaseResult], train_modalities: Sequence[str], artifacts: Path | None = None
-    ) -> list[SummaryRow]:
-        """Protocol-level numbers from the case results. Files (plots) go to ``artifacts``."""
+    def summary(self, results: Sequence[CaseResult], train_modalities: Sequence[str]) -> list[SummaryRow]:
+        """Protocol-level numbers from the case results."""
         return []
+
+    def figures(self, results: Sequence[CaseResult], train_modalities: Sequence[str]) -> dict[str, bytes]:
+        """The protocol's own figures of a run (file name -> PNG bytes), stored with it."""
+        return {}
 
     @classmethod
     def tables(cls) -> list[TableSpec]:
@@ -149,10 +159,15 @@ def protocol_names() -> list[str]:
     return sorted(_PROTOCOLS)
 
 
-def get_protocol(name: str, **options: Any) -> Protocol:
+def protocol_factory(name: str) -> type[Protocol]:
+    """The class registered as protocol ``name``; an unknown name is an error listing the known."""
     if name not in _PROTOCOLS:
         raise ConfigError(f"unknown protocol {name!r}; known: {', '.join(protocol_names())}")
-    return _PROTOCOLS[name](**options)
+    return _PROTOCOLS[name]
+
+
+def get_protocol(name: str, **options: Any) -> Protocol:
+    return protocol_factory(name)(**options)
 
 
 def check_condition(condition: str, info: DatasetInfo) -> None:

@@ -2,18 +2,17 @@
 
 Cases: every single training modality and the full set, under each sensor-failure condition
 of the data set (all samples when it has none). For each case the evaluator samples a fixed
-number of fused-embedding pixels per class with seeded keys; the summary embeds the chosen
-classes with scikit-learn's t-SNE (fixed seed), draws one grid figure for the run (``tsne.png``,
-a panel per case with its silhouette) and stores the silhouette score of the pixel features (in
-the embedding space, euclidean) as a number.
+number of fused-embedding pixels per class with seeded keys. The summary is the silhouette score
+of each case's pixel features (in the embedding space, euclidean); the protocol's figure embeds
+the chosen classes with scikit-learn's t-SNE (fixed seed) and draws one grid for the run
+(``tsne.png``, a panel per case with its silhouette), returned as PNG bytes that the run stores.
 
 Classes: ``classes`` (names) when given, else the ``top_classes`` most frequent classes among
-the sampled pixels of the first case (choice: 6, the order of the paper's figure).
+the sampled pixels of all cases (choice: 6, the order of the paper's figure).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,7 +20,9 @@ import numpy as np
 from mlebench.data.base import DatasetInfo
 from mlebench.data.deliver import SENSOR_FAILURES
 from mlebench.errors import ConfigError
-from mlebench.protocols.base import ALL, CaseResult, EvalCase, Protocol, SummaryRow, TableSpec, register_protocol
+from mlebench.protocols.base import (
+    ALL, CaseResult, EvalCase, Protocol, SummaryRow, TableSpec, case_label, register_protocol,
+)  # fmt: skip
 
 
 def _by_condition(frame: Any, info: DatasetInfo) -> Any:
@@ -76,14 +77,13 @@ class TSNE(Protocol):
                 seen[cls] = seen.get(cls, 0) + count
         return sorted(seen, key=lambda c: -seen[c])[: self.top_classes]
 
-    def summary(
-        self, results: Sequence[CaseResult], train_modalities: Sequence[str], artifacts: Path | None = None
-    ) -> list[SummaryRow]:
-        from sklearn.manifold import TSNE as SKTSNE
+    def _panels(self, results: Sequence[CaseResult]) -> tuple[list[int], list[tuple[CaseResult, np.ndarray, np.ndarray, float]]]:
+        """The classes shown, and per case with at least two of them: its sampled pixel features,
+        their classes and their silhouette."""
         from sklearn.metrics import silhouette_score
 
         class_ids = self._class_ids(results)
-        rows, panels = [], []
+        panels = []
         for result in results:
             feats, labels = [], []
             for cls in class_ids:
@@ -94,20 +94,28 @@ class TSNE(Protocol):
             if len(labels) < 2 or sum(len(x) for x in labels) < 10:
                 continue  # fewer than two classes present: nothing to separate
             x, y = np.concatenate(feats), np.concatenate(labels)
-            score = float(silhouette_score(x, y))
-            rows.append(SummaryRow("silhouette", score, test_modalities=result.case.test_modalities,
-                                   condition=result.case.condition))
-            if artifacts is not None:
-                perplexity = min(self.perplexity, (len(x) - 1) / 3)
-                xy = SKTSNE(n_components=2, perplexity=perplexity, init="pca", random_state=self.seed).fit_transform(x)
-                panels.append((result.case, xy, y, score))
-        if artifacts is not None and panels:
-            tsne_grid(panels, class_ids, self.info, Path(artifacts) / "tsne.png")
-        return rows
+            panels.append((result, x, y, float(silhouette_score(x, y))))
+        return class_ids, panels
+
+    def summary(self, results: Sequence[CaseResult], train_modalities: Sequence[str]) -> list[SummaryRow]:
+        return [SummaryRow("silhouette", score, test_modalities=result.case.test_modalities,
+                           condition=result.case.condition) for result, _, _, score in self._panels(results)[1]]
+
+    def figures(self, results: Sequence[CaseResult], train_modalities: Sequence[str]) -> dict[str, bytes]:
+        """``tsne.png``: the 2-D t-SNE of every case's pixel features in one grid."""
+        from sklearn.manifold import TSNE as SKTSNE
+
+        class_ids, panels = self._panels(results)
+        embedded = []
+        for result, x, y, score in panels:
+            perplexity = min(self.perplexity, (len(x) - 1) / 3)
+            xy = SKTSNE(n_components=2, perplexity=perplexity, init="pca", random_state=self.seed).fit_transform(x)
+            embedded.append((result.case, xy, y, score))
+        return {"tsne.png": tsne_grid(embedded, class_ids, self.info)} if embedded else {}
 
 
 def tsne_grid(panels: Sequence[tuple[EvalCase, np.ndarray, np.ndarray, float]], class_ids: Sequence[int],
-              info: Any, out: Path) -> Path:
+              info: Any) -> bytes:
     """One figure for the run: a panel per case (rows: conditions, columns: modality sets), the
     silhouette in each title, one legend outside the points, colours from a qualitative palette
     so that classes stay apart even when the data set's own colours are close."""
@@ -117,7 +125,7 @@ def tsne_grid(panels: Sequence[tuple[EvalCase, np.ndarray, np.ndarray, float]], 
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from mlebench.fsutil import atomic_path
+    from mlebench.data.show import png_bytes
 
     conditions = list(dict.fromkeys(case.condition for case, *_ in panels))
     sets = list(dict.fromkeys(case.test_modalities for case, *_ in panels))
@@ -132,15 +140,10 @@ def tsne_grid(panels: Sequence[tuple[EvalCase, np.ndarray, np.ndarray, float]], 
         for cls in class_ids:
             sel = labels == cls
             ax.scatter(xy[sel, 0], xy[sel, 1], s=3, color=colours[cls], linewidths=0)
-        where = "" if case.condition == ALL else f" | {case.condition}"
-        ax.set_title(f"{'-'.join(case.test_modalities)}{where}\nsilhouette {score:.2f}", fontsize=8)
+        ax.set_title(f"{case_label(case.test_modalities, case.condition)}\nsilhouette {score:.2f}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[c], label=info.classes[c]) for c in class_ids]
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1 - 1.4 / fig.get_figwidth(), 1))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return out
+    return png_bytes(fig, dpi=110)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from mlebench import stats
 from mlebench.errors import ConfigError
+from mlebench.protocols import case_label
 from mlebench.results.rows import CaseCounts
 from mlebench.results.store import ResultsStore
 
@@ -59,7 +60,7 @@ def compare_runs(store: ResultsStore, run_a: str, run_b: str, resamples: int = 1
     shared = [k for k in by_a if k in by_b and (by_a[k].sample_ids or by_b[k].sample_ids)]  # empty: nothing to pair
     if not shared:
         raise ConfigError(f"runs {run_a} and {run_b} share no evaluation case "
-                          f"(a: {', '.join(map(_label, by_a))}; b: {', '.join(map(_label, by_b))})")
+                          f"(a: {', '.join(case_label(*k) for k in by_a)}; b: {', '.join(case_label(*k) for k in by_b)})")
     convention = a["miou_convention"] or "deliver"
     aligned: dict[tuple[str, str, str], tuple[CaseCounts, np.ndarray]] = {}
     for key in shared:
@@ -67,7 +68,7 @@ def compare_runs(store: ResultsStore, run_a: str, run_b: str, resamples: int = 1
         if set(ca.sample_ids) != set(cb.sample_ids):
             only_a = len(set(ca.sample_ids) - set(cb.sample_ids))
             only_b = len(set(cb.sample_ids) - set(ca.sample_ids))
-            raise ConfigError(f"runs {run_a} and {run_b} scored different samples for {_label(key)} "
+            raise ConfigError(f"runs {run_a} and {run_b} scored different samples for {case_label(*key)} "
                               f"({only_a} only in a, {only_b} only in b); they cannot be paired")
         if ca.counts.shape[2] != cb.counts.shape[2]:
             raise ConfigError(f"runs {run_a} and {run_b} have {ca.counts.shape[2]} vs {cb.counts.shape[2]} classes")
@@ -84,10 +85,6 @@ def compare_runs(store: ResultsStore, run_a: str, run_b: str, resamples: int = 1
 
 def _triple(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return counts[:, 0], counts[:, 1], counts[:, 2]
-
-
-def _label(key: tuple[str, str, str]) -> str:
-    return " | ".join(part for part in (key[0].replace(",", "-"), key[1], key[2]) if part not in ("all", "none"))
 
 
 def _row(protocol: str, key: tuple[str, str, str], metric: str, paired: stats.PairedResult, a_counts: np.ndarray,

@@ -1,11 +1,15 @@
-"""Plain-text tables for the terminal: the run list, multi-seed summaries, comparisons."""
+"""Plain-text tables for the terminal: a run's results, the run list, multi-seed summaries,
+comparisons."""
 
 from __future__ import annotations
 
 import math
+from typing import Any, Sequence
 
 import pandas as pd
 
+from mlebench.protocols import CaseResult, SummaryRow, case_label
+from mlebench.results.rows import ResultRow
 from mlebench.results.store import ResultsStore
 
 
@@ -89,9 +93,7 @@ def format_seed_summary(store: ResultsStore, group: str, headline_only: bool = F
             cells.append(f"{_pct(r.value)} {_interval(r.ci_low, r.ci_high):>17}" if r else f"{'':>24}")
         values = frame["value"]
         std = values.std(ddof=1) if len(values) > 1 else math.nan
-        label = " | ".join(p for p in (case[1].replace(",", "-"), case[2], case[3]) if p not in ("all", "none"))
-        if case[4] != "miou":
-            label = f"{case[4]} {label if label != '*' else ''}".strip()
+        label = case_label(case[1], case[2], case[3], metric=case[4])
         lines.append(f"{label:<34} " + " ".join(cells) + f"  {100 * values.mean():7.2f} ± {100 * std:5.2f}")
     return "\n".join(lines)
 
@@ -108,8 +110,30 @@ def format_comparison(frame: pd.DataFrame, run_a: str, run_b: str, resamples: in
     return "\n".join(lines)
 
 
-def _case_label(r: object) -> str:
-    parts = [getattr(r, "test_modalities").replace(",", "-"), getattr(r, "condition"), getattr(r, "corruption")]
-    label = " | ".join(p for p in parts if p not in ("all", "none"))
-    metric = getattr(r, "metric")
-    return label if metric == "miou" else f"{metric} {label if label != '*' else ''}".strip()
+def _case_label(r: Any) -> str:
+    return case_label(r.test_modalities, r.condition, r.corruption, metric=r.metric)
+
+
+def format_results(results: Sequence[CaseResult], summary: Sequence[SummaryRow],
+                   rows: Sequence[ResultRow] = ()) -> str:
+    """A readable table: one line per case, then the protocol's summary numbers; with the stored
+    ``rows``, each mIoU-type value shows its 95% bootstrap interval."""
+    intervals = {(r.test_modalities, r.condition, r.corruption, r.metric): (r.ci_low, r.ci_high)
+                 for r in rows if r.metric.startswith("miou") and not r.class_name}
+
+    def ci(key: tuple[Any, ...]) -> str:
+        low, high = intervals.get(key, (float("nan"), float("nan")))
+        return f"[{100 * low:6.2f}, {100 * high:6.2f}]" if low == low else ""
+
+    width = max([len(r.case.label) for r in results] + [10])
+    lines = [f"{'case':<{width}}  {'mIoU':>7}  {'95% CI':^16}  {'pixAcc':>7}  {'mF1':>7}  {'n':>5}"]
+    for r in results:
+        key = (tuple(r.case.test_modalities), r.case.condition, r.case.corruption_name, "miou")
+        lines.append(f"{r.case.label:<{width}}  {100 * r.miou:7.2f}  {ci(key):^16}  {100 * r.pixel_accuracy:7.2f}  "
+                     f"{100 * r.mean_f1:7.2f}  {r.samples:5d}")
+    for s in summary:
+        label = case_label(s.test_modalities, s.condition, s.corruption, metric=s.metric)
+        scale = 100 if s.metric.startswith("miou") else 1
+        key = (tuple(s.test_modalities), s.condition, s.corruption, s.metric)
+        lines.append(f"{label:<{width}}  {scale * s.value:7.2f}  {ci(key):^16}")
+    return "\n".join(lines)

@@ -54,16 +54,16 @@ def export_results(store: ResultsStore, fmt: str, out: TextIO, *, run_ids: Itera
     if fmt == "csv":
         frame.to_csv(out, index=False, lineterminator="\n")
         return
-    records = [{c: _json_value(v) for c, v in zip(EXPORT_COLUMNS, record)}
+    records = [{c: json_value(v) for c, v in zip(EXPORT_COLUMNS, record)}
                for record in frame[list(EXPORT_COLUMNS)].itertuples(index=False, name=None)]
     out.write(json.dumps(records, indent=1, allow_nan=False) + "\n")
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if hasattr(value, "item"):  # numpy scalars
-        return _json_value(value.item())
+        return json_value(value.item())
     return value
 
 
@@ -119,3 +119,10 @@ def write_atomically(path: Path, write: Any) -> None:
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         write(fh)
+
+
+def comparison_json(frame: pd.DataFrame, run_a: str, run_b: str, resamples: int, seed: int) -> str:
+    """``mlebench compare --json``: the paired comparison (:func:`mlebench.report.compare.compare_runs`)."""
+    records = [{k: json_value(v) for k, v in row.items()} for row in frame.to_dict("records")]
+    return json.dumps({"run_a": run_a, "run_b": run_b, "resamples": resamples, "seed": seed, "cases": records},
+                      indent=1, allow_nan=False)

@@ -21,7 +21,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from pandas.io.formats.style import Styler
 
 from mlebench.errors import MlebenchError

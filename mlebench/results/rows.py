@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from mlebench import stats
-from mlebench.protocols.base import NO_CORRUPTION, CaseResult, EvalCase, SummaryRow
+from mlebench.protocols.base import CaseResult, EvalCase, SummaryRow, case_label
 
 #: metrics that get a bootstrap interval (an mIoU of summed counts, or a weighted sum of them)
 INTERVAL_METRICS = ("miou",)
@@ -37,12 +37,7 @@ class CaseKey:
 
     @property
     def label(self) -> str:
-        parts = ["-".join(self.test_modalities)]
-        if self.condition != "all":
-            parts.append(self.condition)
-        if self.corruption != NO_CORRUPTION:
-            parts.append(self.corruption)
-        return " | ".join(parts)
+        return case_label(self.test_modalities, self.condition, self.corruption)
 
 
 @dataclass(frozen=True)

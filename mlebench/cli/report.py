@@ -1,0 +1,71 @@
+"""``mlebench report``: the paper's tables from the results store, in LaTeX, HTML, Markdown or CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mlebench.cli.options import (
+    RESULTS_OPTION, LazyChoice, RegistryDefault, default_method, existing_store, refuse_overwriting,
+)  # fmt: skip
+
+
+def _formats() -> tuple[str, ...]:
+    from mlebench.report.render import FORMATS
+
+    return FORMATS
+
+
+@click.command("report")
+@RESULTS_OPTION
+@click.option("--format", "fmt", type=LazyChoice(_formats), default="markdown", show_default=True)
+@click.option("--table", "tables", multiple=True, default=("all",), show_default=True,
+              help="Which table(s) (repeatable); 'all' for every table with measurements.")
+@click.option("--runs", default=None, help="Comma-separated run ids (default: every finished run).")
+@click.option("--ci", is_flag=True, help="Show the 95% bootstrap interval of each single-run cell.")
+@click.option("--seeds", is_flag=True, help="Pool multi-seed groups: cells show mean ± std over seeds.")
+@click.option("--reference", default=default_method, show_default=True, cls=RegistryDefault,
+              help="Method that Δ rows and significance marks compare with ('none': no comparison).")
+@click.option("--compare", "compare_with", type=click.Choice(["paper"]), default=None,
+              help="Add measured-vs-published tables (baselines/paper).")
+@click.option("--pdf", is_flag=True, help="With --format latex and -o: also compile the document to PDF.")
+@click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write to a file (atomically) instead of stdout.")
+def report_cmd(results_path: Path, fmt: str, tables: tuple[str, ...], runs: str | None, ci: bool, seeds: bool,
+               reference: str, compare_with: str | None, pdf: bool, out: Path | None) -> None:
+    """Tables for a paper (LaTeX, Markdown, CSV) or one self-contained HTML page with plots, from
+    the results store alone."""
+    from mlebench.report.render import render_report, report_tables
+    from mlebench.report.tables import TableOptions, table_names
+
+    refuse_overwriting(out, results_path, "results store")
+    if pdf and (fmt != "latex" or out is None):
+        raise click.UsageError("--pdf needs --format latex and -o FILE.tex")
+    names = None if "all" in tables else list(tables)
+    for name in names or []:
+        if name not in table_names():
+            raise click.BadParameter(f"unknown table {name!r}; choose from all, {', '.join(table_names())}",
+                                     param_hint="--table")
+    store = existing_store(results_path)
+    run_ids = [r.strip() for r in runs.split(",") if r.strip()] if runs else None
+    options = TableOptions(ci=ci, seeds=seeds, reference=None if reference.lower() == "none" else reference)
+    built = report_tables(store, names, run_ids, options, compare_with_paper=compare_with == "paper")
+    if not built:
+        raise click.ClickException(f"nothing to report: {results_path} has no finished runs"
+                                   + (" among the given --runs" if run_ids else "")
+                                   + (f" for table(s) {', '.join(names)}" if names else ""))
+    text = render_report(fmt, built, store, run_ids, seeds, title=f"mlebench report — {results_path.name}",
+                         source=str(results_path))
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    from mlebench.fsutil import atomic_path
+
+    with atomic_path(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out} ({len(built)} tables)")
+    if pdf:
+        from mlebench.report.latex import compile_pdf
+
+        click.echo(f"wrote {compile_pdf(text, out.with_suffix('.pdf'))}")
