@@ -7,7 +7,7 @@ import pytest
 from mlebench.corruptions import Corruption
 from mlebench.data import dataset_info
 from mlebench.errors import ConfigError
-from mlebench.protocols import ALL, CaseResult, EvalCase, get_protocol, protocol_names
+from mlebench.protocols import ALL, CaseResult, EvalCase, SummaryRow, case_label, get_protocol, protocol_names
 from mlebench.protocols.missing_modality import all_subsets, expected_miou
 from mlebench.protocols.noise import noise_corruptions
 
@@ -135,3 +135,22 @@ def test_tsne_cases_and_summary(tmp_path):
     assert width > 2 * height * 0.9  # two panels in one row, plus the legend column
     with pytest.raises(ConfigError, match="unknown class"):
         get_protocol("tsne", classes=["Unicorn"]).cases(RDEL, DELIVER)
+
+
+def test_one_case_label_wherever_a_case_is_named():
+    """Cases are named by one function: the run's table, the store's case keys, comparisons,
+    seed summaries and the gate all show "rgb-depth | fog | gaussian-50@rgb"."""
+    from mlebench.report.console import format_results
+    from mlebench.results.rows import CaseKey
+
+    noise = Corruption.parse("gaussian-50@rgb")
+    case = EvalCase(("rgb", "depth"), "fog", noise)
+    assert case_label(("rgb", "depth"), "fog", "gaussian-50@rgb") == "rgb-depth | fog | gaussian-50@rgb"
+    assert case.label == CaseKey.of("noise", case).label == case_label("rgb,depth", "fog", noise.name)
+    assert EvalCase(("rgb",)).label == "rgb" and case_label("rgb,lidar", "all", "none") == "rgb-lidar"
+    assert case_label("*", metric="miou_avg") == "miou_avg"
+    assert case_label(("event",), "motionblur", metric="silhouette") == "silhouette | event | motionblur"
+    table = format_results([CaseResult(case, 0.5, 0.6, 0.7, [], 3)],
+                           [SummaryRow("silhouette", 0.25, ("event",), "motionblur")])
+    assert [line.split("  ")[0].strip() for line in table.splitlines()[1:]] == \
+        ["rgb-depth | fog | gaussian-50@rgb", "silhouette | event | motionblur"]

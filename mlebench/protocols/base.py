@@ -25,7 +25,7 @@ def case_label(test_modalities: str | Sequence[str], condition: str = ALL, corru
     """How a case, or a protocol's summary number, is named wherever one is shown: the test
     modalities joined by "-" (given as a sequence or comma-separated, as the store keeps them),
     then the condition and the corruption where they are not the defaults: ``rgb-depth | fog |
-    gaussian-50-rgb``. A metric other than ``miou`` comes first, and ``*`` (a number over several
+    gaussian-50@rgb``. A metric other than ``miou`` comes first, and ``*`` (a number over several
     modality sets) is left out: ``miou_avg``, ``silhouette | rgb | fog``."""
     mods = test_modalities.replace(",", "-") if isinstance(test_modalities, str) else "-".join(test_modalities)
     parts = [p for p in (mods, condition, corruption) if p not in ("*", ALL, NO_CORRUPTION)]
