@@ -13,7 +13,7 @@ from mlebench.data.deliver import deliver_file
 from mlebench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalize
 from mlebench.errors import ConfigError, DataError
 
-from .conftest import DELIVER_SAMPLES, H, W, deliver_arrays, save_png
+from ..conftest import DELIVER_SAMPLES, H, W, deliver_arrays, save_png
 
 ALL = ["rgb", "depth", "depth_raw", "event", "lidar"]
 
@@ -112,7 +112,7 @@ def test_cases_and_meta(deliver_root: Path):
 
 def test_case_is_matched_below_the_root_only(tmp_path: Path):
     # A root whose own path contains a case name must not match every sample.
-    from .conftest import write_deliver
+    from ..conftest import write_deliver
 
     root = write_deliver(tmp_path / "fog_experiments" / "DELIVER")
     assert len(load_dataset("deliver", root, "val", ["rgb"], case="fog")) == 2

@@ -40,9 +40,9 @@ from mlebench.engine.checkpoint import load_checkpoint, read_checkpoint, save_ch
 from mlebench.metrics import ConfusionMatrix
 from mlebench.results import ResultsStore
 
-from .test_data_mcubes import make_sample as write_mcubes_sample
-from .test_data_muses import SAMPLES as MUSES_SAMPLES
-from .test_data_muses import write_muses
+from tests.data.test_mcubes import make_sample as write_mcubes_sample
+from tests.data.test_muses import SAMPLES as MUSES_SAMPLES
+from tests.data.test_muses import write_muses
 
 SEED = 5  # the runs' --seed: not the default, so that noise really is seeded by it
 BATCH = 2  # the runs' --batch-size: 5 val samples -> batches of 2, 2 and 1

@@ -1,4 +1,4 @@
-"""`mlebench methods | params | bench lora` from the command line (`pretrain`: tests/test_stand_ins.py)."""
+"""`mlebench methods | params | bench lora` from the command line (`pretrain`: tests/test_pretrain.py)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from mlebench.cli import main
 from mlebench.data import dataset_info, load_dataset
 from mlebench.data.deliver import deliver_file
 
-from .conftest import DELIVER_SAMPLES, H, W, deliver_arrays
+from ..conftest import DELIVER_SAMPLES, H, W, deliver_arrays
 
 
 def invoke(*args: str):

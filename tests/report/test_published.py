@@ -33,7 +33,7 @@ from mlebench.data import dataset_info
 from mlebench.errors import ConfigError
 from mlebench.report.published import KEY_COLUMNS, PAPER_DIR, PUBLISHED_COLUMNS, load_published
 
-PAPER_TEXT = Path(__file__).resolve().parents[2] / "shared" / "paper" / "mle-sam-paper.txt"
+PAPER_TEXT = Path(__file__).resolve().parents[3] / "shared" / "paper" / "mle-sam-paper.txt"
 
 ROMANS = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII")
 DATASETS = ("deliver", "muses", "mcubes")

@@ -28,7 +28,7 @@ from mlebench.results import (
     git_commit,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 ROWS = [
     ResultRow("full", ("rgb", "depth"), "all", "", "mIoU", 0.5123456789012345),

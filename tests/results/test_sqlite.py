@@ -39,7 +39,7 @@ from mlebench.results import BootstrapSpec, case_counts, result_rows
 from mlebench.results.store import STALE, UNKNOWN_LIVENESS, ResultsStore, open_store_for_reading
 from mlebench.signals import Terminated, exit_interrupted, terminate_as_exception
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NOBODY = 65534
 
 
@@ -307,7 +307,7 @@ _READER = r"""
 import json, os, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from tests.test_reliability_store_data import _reading_outputs, _try_writes
+from tests.results.test_sqlite import _reading_outputs, _try_writes
 from mlebench.errors import ConfigError
 from mlebench.results.store import open_store_for_reading
 for path in map(Path, sys.argv[2:]):

@@ -13,7 +13,7 @@ from PIL import Image
 from mlebench.data import dataset_info, load_dataset
 from mlebench.errors import ConfigError, DataError
 
-from .conftest import save_png16_rgb
+from ..conftest import save_png16_rgb
 
 H, W = 6, 8
 

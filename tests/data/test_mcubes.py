@@ -16,7 +16,7 @@ from mlebench.data import dataset_info, load_dataset
 from mlebench.data.mcubes import MCUBES_LEFT_CROP, scene_of
 from mlebench.errors import ConfigError, DataError
 
-from .conftest import save_png16_rgb
+from ..conftest import save_png16_rgb
 
 H, W = 8, 200
 CROP = MCUBES_LEFT_CROP
