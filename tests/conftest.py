@@ -1,7 +1,9 @@
-"""Shared test fixtures: tiny data sets written in real layouts at test time."""
+"""Shared test fixtures: tiny data sets written in real layouts at test time, synthetic sets and
+an evaluated results store used by test modules in several folders, and a private cache."""
 
 from __future__ import annotations
 
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -11,6 +13,11 @@ import pytest
 from PIL import Image
 
 from mlebench.data.deliver import deliver_file
+from mlebench.data.synthetic import generate_synthetic
+from mlebench.engine.checkpoint import save_checkpoint
+from mlebench.results import ResultsStore
+
+from .helpers import COPIED_FROM, invoke, perturbed_method
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -99,3 +106,69 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory of its own, so that a default runs/ folder would show up here."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+# -- synthetic data sets shared by test modules in several folders (made once per session) -----
+
+
+@pytest.fixture(scope="session")
+def small_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 train, 2 val and 1 test sample at 64 px: for refused commands, progress lines and the
+    loaders' file checks (cli/test_bad_input.py, engine/test_progress.py, engine/test_train.py,
+    data/test_check.py)."""
+    return generate_synthetic(tmp_path_factory.mktemp("reliability") / "s", size=64, n_train=4, n_val=2, n_test=1,
+                              workers=1)
+
+
+@pytest.fixture()
+def broken_root(small_synthetic: Path, tmp_path: Path) -> Path:
+    """A copy of ``small_synthetic`` for a test to break (``helpers.root_of`` gives the original)."""
+    copy = Path(shutil.copytree(small_synthetic, tmp_path / "copy"))
+    COPIED_FROM[copy] = small_synthetic
+    return copy
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 train samples (seed 3): training steps and the training view (engine/test_train.py,
+    data/test_augment.py)."""
+    root = tmp_path_factory.mktemp("synth") / "set"
+    return generate_synthetic(root, size=64, n_train=8, n_val=2, n_test=2, seed=3, workers=1)
+
+
+# -- two checkpoints evaluated into one store: per-sample counts, compare, export, list --------
+
+
+@pytest.fixture(scope="session")
+def counts_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 val samples (seed 9), the data set of ``evaluated``."""
+    return generate_synthetic(tmp_path_factory.mktemp("st") / "s", size=64, n_train=6, n_val=6, n_test=3,
+                              seed=9, workers=1)
+
+
+@pytest.fixture(scope="session")
+def counts_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("ck")
+    return save_checkpoint(perturbed_method(0), folder / "a.pt"), save_checkpoint(perturbed_method(1), folder / "b.pt")
+
+
+@pytest.fixture(scope="session")
+def evaluated(counts_synthetic: Path, counts_checkpoints, tmp_path_factory: pytest.TempPathFactory):
+    """Two checkpoints evaluated under missing-modality, and one under conditions, in one store
+    (results/test_rows.py, report/test_compare.py, report/test_export.py, cli/test_results.py)."""
+    db = tmp_path_factory.mktemp("db") / "r.sqlite"
+    ids = []
+    for ckpt, protocol in ((counts_checkpoints[0], "missing-modality"), (counts_checkpoints[1], "missing-modality"),
+                           (counts_checkpoints[0], "conditions")):
+        result = invoke("eval", "--data-root", str(counts_synthetic), "--checkpoint", str(ckpt), "--results", str(db),
+                        "--protocol", protocol, "--weights", "none")
+        assert result.exit_code == 0, result.output
+        ids.append(ResultsStore(db).runs()["id"].iloc[0])
+    return db, ids

@@ -16,11 +16,9 @@ from mlebench import gate
 from mlebench.cli import main
 from mlebench.gate import DEFAULT_BASELINE, CaseMeasure, GateSetup, allowed_drop, compare_with_baseline, read_baseline
 
+from .helpers import invoke
+
 FULL = ("mlesam", "full", "rgb,depth,event,lidar|all|none", "miou")
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 def test_allowed_drop_is_the_one_sided_prediction_bound():

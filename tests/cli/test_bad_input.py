@@ -1,6 +1,8 @@
 """The reliability sweep of `mlebench run / train / eval / data`: every mistake a new user made
 ends in one clear line that names the file, option or value, a non-zero exit, and nothing lost
-(no results row, no clobbered file, no half-written output)."""
+(no results row, no clobbered file, no half-written output): config mistakes, devices, output
+locations, a broken evaluation file, refused resumes, the first-use generation message and
+--data-root."""
 
 from __future__ import annotations
 
@@ -8,25 +10,17 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-from PIL import Image
 
-from mlebench.cli import main
 from mlebench.config import read_config, validate_sections
-from mlebench.data import load_dataset
 from mlebench.data.deliver import deliver_file
-from mlebench.data.synthetic import generate_synthetic
 from mlebench.engine.checkpoint import read_checkpoint
-from mlebench.data.check import check_eval_files
-from mlebench.engine.progress import CountingDataset
-from mlebench.engine.train import NonFiniteLoss, TrainConfig, train
 from mlebench.errors import DataError
 from mlebench.results import ResultsStore
 
-FAST = ["--weights", "none"]
+from ..helpers import FAST, first_val, invoke, png, root_of
+
 SMALL_TRAINING = "train: {batch_size: 2, crop_size: 64, base_size: 64}\n"
 
 
@@ -36,20 +30,9 @@ def _one_thread(one_torch_thread):
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_synthetic(tmp_path_factory.mktemp("reliability") / "s", size=64, n_train=4, n_val=2, n_test=1,
-                              workers=1)
-
-
-@pytest.fixture()
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A working directory of its own, so that a default runs/ folder would show up here."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def invoke(*args: object):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+def root(small_synthetic: Path) -> Path:
+    """The small synthetic set (tests/conftest.py)."""
+    return small_synthetic
 
 
 def refused(result, code: int, *parts: str) -> str:
@@ -199,7 +182,7 @@ def test_a_checkpoint_never_replaces_the_store_an_input_or_a_data_file(root: Pat
     db = existing_store(work / "results.sqlite")
     checkpoint = work / "trained.pt"
     checkpoint.write_bytes(b"PK\x03\x04 stands in for a checkpoint")
-    data_file = deliver_file(root, "rgb", *_first_val(root))
+    data_file = deliver_file(root, "rgb", *first_val(root))
     notes = work / "notes.txt"
     notes.write_text("my notes")
     before = snapshot(db, checkpoint, data_file, notes)
@@ -219,32 +202,12 @@ def test_a_checkpoint_never_replaces_the_store_an_input_or_a_data_file(root: Pat
     assert unchanged(before) and ResultsStore(db).runs().empty
 
 
-def _first_val(root: Path) -> tuple[str, str, str, str]:
-    ref = load_dataset("synthetic", root, "val", ["rgb"]).refs[0]
-    weather, scene, frame = ref.id.split("/")
-    return weather, "val", scene, frame
-
-
 # --------------------------------------------------------------------------------------------
-# 4. the evaluation split, checked before training
+# 4. the evaluation split, checked before training (broken_root: tests/conftest.py)
 # --------------------------------------------------------------------------------------------
-_COPIED_FROM: dict[Path, Path] = {}
-
-
-@pytest.fixture()
-def broken_root(root: Path, tmp_path: Path) -> Path:
-    copy = Path(shutil.copytree(root, tmp_path / "copy"))
-    _COPIED_FROM[copy] = root
-    return copy
-
-
-def root_of(copy: Path) -> Path:
-    return _COPIED_FROM[copy]
-
-
 def test_a_broken_evaluation_file_is_found_before_training(broken_root: Path, work: Path):
     db, ckpt = work / "r.sqlite", work / "m.pt"
-    where = _first_val(broken_root)
+    where = first_val(broken_root)
     rgb = deliver_file(broken_root, "rgb", *where)
     rgb.write_bytes(rgb.read_bytes()[: rgb.stat().st_size // 2])
     result = invoke("run", "--data-root", broken_root, "--steps", "1", "--results", db, "--save-checkpoint", ckpt,
@@ -255,7 +218,7 @@ def test_a_broken_evaluation_file_is_found_before_training(broken_root: Path, wo
     # A modality whose size is not its label's, where the layout says they match.
     shutil.copy(deliver_file(root_of(broken_root), "rgb", *where), rgb)
     depth = deliver_file(broken_root, "depth", *where)
-    shutil.copy(_png(work / "small.png", 32), depth)
+    shutil.copy(png(work / "small.png", 32), depth)
     label = deliver_file(broken_root, "label", *where)
     result = invoke("run", "--data-root", broken_root, "--steps", "1", "--results", db, *FAST)
     refused(result, 1, f"depth file {depth} is 32x32, but its label is 64x64")
@@ -264,21 +227,6 @@ def test_a_broken_evaluation_file_is_found_before_training(broken_root: Path, wo
     result = invoke("run", "--data-root", broken_root, "--steps", "1", "--results", db, *FAST)
     refused(result, 1, f"label file {label} is not a readable image")
     assert not db.exists() and not (work / "runs").exists()
-
-
-def _png(path: Path, size: int) -> Path:
-    Image.fromarray(np.zeros((size, size, 3), dtype=np.uint8)).save(path)
-    return path
-
-
-def test_the_loader_decides_which_sizes_may_differ(broken_root: Path, tmp_path: Path):
-    """DELIVER stores low-resolution event frames on purpose; the loader resizes them."""
-    where = _first_val(broken_root)
-    shutil.copy(_png(tmp_path / "small.png", 32), deliver_file(broken_root, "event", *where))
-    check_eval_files(load_dataset("synthetic", broken_root, "val", ["rgb", "event"]))
-    with pytest.raises(DataError, match="depth file .* is 32x32, but its label is 64x64"):
-        shutil.copy(tmp_path / "small.png", deliver_file(broken_root, "depth", *where))
-        check_eval_files(load_dataset("synthetic", broken_root, "val", ["rgb", "depth"]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,105 +284,8 @@ def test_resume_needs_a_checkpoint_to_continue(root: Path, work: Path):
 
 
 # --------------------------------------------------------------------------------------------
-# 6. a non-finite loss names only the checkpoint that exists
+# 6. the data set: generated on first use, named by --data-root
 # --------------------------------------------------------------------------------------------
-class _Probe(torch.nn.Module):
-    """A stand-in method with what training and checkpoints need; its loss turns NaN at a call."""
-
-    method_name, variant, preset, frozen_source = "probe", "probe", "tiny", "none"
-    versioned_packages: tuple[str, ...] = ()
-
-    def __init__(self, info, nan_from: int | None = None) -> None:
-        super().__init__()
-        self.info, self.modalities, self.nan_from, self.calls = info, ["rgb"], nan_from, 0
-        self.weight = torch.nn.Parameter(torch.ones(()))
-
-    def forward(self, inputs):
-        return None
-
-    def loss(self, output, target):
-        self.calls += 1
-        value = (self.weight - 3.0) ** 2
-        return value * float("nan") if self.nan_from is not None and self.calls >= self.nan_from else value
-
-    def config_dict(self):
-        return {}
-
-    def trainable_state_dict(self):
-        return {"weight": self.weight.detach().clone()}
-
-
-def test_non_finite_loss_names_only_a_checkpoint_that_exists(root: Path, tmp_path: Path):
-    ds = load_dataset("synthetic", root, "train", ["rgb"])
-    config = TrainConfig(steps=6, batch_size=2, crop_size=32, log_every=1, checkpoint_every=2)
-    ckpt = tmp_path / "m.pt"
-    with pytest.raises(NonFiniteLoss) as caught:
-        train(_Probe(ds.info, nan_from=1), ds, config, checkpoint=ckpt)
-    assert str(caught.value) == "loss became nan at step 1; no checkpoint was written yet (try a lower learning rate)"
-    assert not ckpt.exists()
-    stale = tmp_path / "stale.pt"  # an older run's file at the (stable) path: not this run's
-    stale.write_bytes(b"PK\x03\x04 older")
-    with pytest.raises(NonFiniteLoss, match="no checkpoint was written yet"):
-        train(_Probe(ds.info, nan_from=1), ds, config, checkpoint=stale)
-    assert stale.read_bytes() == b"PK\x03\x04 older"
-    with pytest.raises(NonFiniteLoss) as caught:
-        train(_Probe(ds.info, nan_from=4), ds, config, checkpoint=ckpt)
-    assert f"at step 4; the last good checkpoint is kept at {ckpt} (step 2)" in str(caught.value)
-    assert read_checkpoint(ckpt)["extra"]["step"] == 2
-
-
-# --------------------------------------------------------------------------------------------
-# 7. output where CI reads it
-# --------------------------------------------------------------------------------------------
-class FakeClock:
-    def __init__(self, tick: float) -> None:
-        self.now, self.tick = -tick, tick
-
-    def __call__(self) -> float:
-        self.now += self.tick
-        return self.now
-
-
-def test_training_progress_lines_come_at_a_steady_pace(root: Path):
-    ds = load_dataset("synthetic", root, "train", ["rgb"])
-    lines: list[str] = []
-    config = TrainConfig(steps=6, batch_size=2, crop_size=32, log_every=1)
-    train(_Probe(ds.info), ds, config, report=lines.append, report_every=25, clock=FakeClock(10))
-    # 10 s per step: a line at 30 s (step 3) and at 60 s (step 6), none in between.
-    assert [line.split(",")[0] for line in lines] == ["train: step 3/6 (50%)", "train: step 6/6 (100%)"]
-    assert lines[0].startswith("train: step 3/6 (50%), loss ")
-    assert lines[0].endswith(", 0.2 samples/s, elapsed 30s, ETA 30s")
-    assert lines[1].endswith(", 0.2 samples/s, elapsed 1m00s, ETA 0s")
-
-
-def test_evaluation_progress_lines_count_batches_and_samples(root: Path):
-    ds = load_dataset("synthetic", root, "val", ["rgb"])
-    lines: list[str] = []
-    counted = CountingDataset(ds, lines.append, passes=3, batch_size=1, every=15, clock=FakeClock(10))
-    assert len(counted) == 2 and counted.info is ds.info and counted.refs is ds.refs
-    for _ in range(3):
-        for i in range(len(counted)):
-            assert counted[i]["meta"]["id"] == ds.refs[i].id
-    assert lines == [
-        "eval: sample 2/6 (33%), batch 2/6 of pass 1/3, 0.1 samples/s, elapsed 20s, ETA 40s",
-        "eval: sample 4/6 (67%), batch 4/6 of pass 2/3, 0.1 samples/s, elapsed 40s, ETA 20s",
-        "eval: sample 6/6 (100%), batch 6/6 of pass 3/3, 0.1 samples/s, elapsed 1m00s, ETA 0s",
-    ]
-
-
-def test_a_run_writes_progress_lines_to_a_log_and_keeps_yaml_floats(root: Path, work: Path):
-    config = work / "c.yaml"
-    config.write_text("train: {batch_size: 2, crop_size: 64, base_size: 64, lr: 1e-4}\n")
-    db = work / "r.sqlite"
-    result = invoke("run", "--data-root", root, "--protocol", "full", "--train-modalities", "rgb", "--steps", "2",
-                    "--config", config, "--results", db, "--progress-every", "0", *FAST)
-    assert result.exit_code == 0, result.output
-    assert "train: step 1/2 (50%)" in result.output and "train: step 2/2 (100%), loss " in result.output
-    assert "eval: sample 2/2 (100%), batch 1/1" in result.output
-    stored = ResultsStore(db).runs()["config"][0]["train"]
-    assert stored["lr"] == 1e-4 and isinstance(stored["lr"], float)
-
-
 def test_first_use_generation_says_what_it_does(work: Path, monkeypatch):
     import mlebench.data.synthetic as synthetic
 

@@ -8,18 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from mlebench.cli import main
 from mlebench.data import dataset_info, load_dataset
 from mlebench.data.deliver import deliver_file
 
 from ..conftest import DELIVER_SAMPLES, H, W, deliver_arrays
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+from ..helpers import invoke
 
 
 def _panel_cells(image: np.ndarray, rows: int, cols: int) -> list[np.ndarray]:

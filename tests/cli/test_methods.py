@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from mlebench.registry import build_method, method_names
-from mlebench.cli import main
 from mlebench.data.deliver import DELIVER_INFO
 
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+from ..helpers import invoke
 
 
 def test_methods_lists_every_registered_method():

@@ -12,21 +12,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from click.testing import CliRunner
 
 from mlebench.registry import build_method
-from mlebench.cli import main
 from mlebench.data import dataset_info, load_dataset
 from mlebench.data.synthetic import generate_synthetic
 from mlebench.engine.checkpoint import read_checkpoint, save_checkpoint
 from mlebench.engine.train import NonFiniteLoss, TrainConfig, train
 from mlebench.results import ResultsStore
 
+from ..helpers import invoke
+
 VENV_BIN = Path(sys.executable).parent
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 @pytest.fixture(scope="module", autouse=True)

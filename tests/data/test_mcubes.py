@@ -1,8 +1,10 @@
 """MCubeS loader on a tiny fixture in the real layout (8x200 pixels, so the 192-column crop
-leaves 8 columns): exact decoded values, splits, meta, and every malformed input."""
+leaves 8 columns): exact decoded values, splits, meta, and every malformed input, NaN and
+infinite polarisation arrays included (refused naming the file, listed by `data check`)."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -13,10 +15,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from mlebench.data import dataset_info, load_dataset
+from mlebench.data.check import check_dataset
 from mlebench.data.mcubes import MCUBES_LEFT_CROP, scene_of
 from mlebench.errors import ConfigError, DataError
 
 from ..conftest import save_png16_rgb
+from ..helpers import invoke
 
 H, W = 8, 200
 CROP = MCUBES_LEFT_CROP
@@ -394,3 +398,74 @@ def test_size_mismatch(mcubes, modality: str, folder: str, ext: str) -> None:
     sizes = f" is {H}x{W - 10}, but its label is {H}x{W}"
     with pytest.raises(DataError, match=path_re(path) + sizes):
         load_dataset("mcubes", root, "test", [modality])[0]
+
+
+# --- NaN and infinite values ------------------------------------------------------------------
+
+
+MC_H, MC_W = 4, 200  # MCubeS drops the left 192 columns, so images must be wider
+MC_NAME = "outscene0001_1_0000000001"
+
+
+def _write_mcubes(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for folder in ("polL_color", "polL_aolp_sin", "polL_aolp_cos", "polL_dolp", "NIR_warped", "GT", "list_folder"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (MC_H, MC_W, 3), dtype=np.uint8)).save(root / "polL_color" / f"{MC_NAME}.png")
+    np.save(root / "polL_aolp_sin" / f"{MC_NAME}.npy", rng.uniform(-1, 1, (MC_H, MC_W)).astype(np.float32))
+    np.save(root / "polL_aolp_cos" / f"{MC_NAME}.npy", rng.uniform(-1, 1, (MC_H, MC_W)).astype(np.float32))
+    np.save(root / "polL_dolp" / f"{MC_NAME}.npy", rng.uniform(0, 1, (MC_H, MC_W)).astype(np.float32))
+    Image.fromarray(rng.integers(0, 256, (MC_H, MC_W), dtype=np.uint8)).save(root / "NIR_warped" / f"{MC_NAME}.png")
+    Image.fromarray(rng.integers(0, 20, (MC_H, MC_W), dtype=np.uint8)).save(root / "GT" / f"{MC_NAME}.png")
+    for split in ("train", "val", "test"):
+        (root / "list_folder" / f"{split}.txt").write_text(f"{MC_NAME}\n")
+    return root
+
+
+@pytest.fixture()
+def mcubes_root(tmp_path: Path) -> Path:
+    return _write_mcubes(tmp_path / "multimodal_dataset")
+
+
+def _spoil_npy(path: Path, value: float, dtype=np.float32, at=(1, 195)) -> None:
+    arr = np.load(path).astype(dtype)
+    arr[at] = value
+    np.save(path, arr)
+
+
+@pytest.mark.parametrize(
+    "folder, modality, value, dtype, reason",
+    [
+        ("polL_dolp", "dolp", math.nan, np.float32, r"holds NaN or infinite values \(1 NaN and 0 infinite of 800"),
+        ("polL_aolp_cos", "aolp", math.inf, np.float32, r"holds NaN or infinite values \(0 NaN and 1 infinite of 800"),
+        ("polL_aolp_sin", "aolp", -math.inf, np.float64, r"holds NaN or infinite values \(0 NaN and 1 infinite"),
+        ("polL_dolp", "dolp", 1e300, np.float64, r"holds values beyond the float32 range"),
+    ],
+)
+def test_mcubes_refuses_non_finite_arrays_naming_the_file(mcubes_root: Path, folder, modality, value, dtype, reason):
+    bad = mcubes_root / folder / f"{MC_NAME}.npy"
+    _spoil_npy(bad, value, dtype)
+    before = bad.read_bytes()
+    ds = load_dataset("mcubes", mcubes_root, "val", [modality])
+    with pytest.raises(DataError, match=re.escape(str(bad)) + " " + reason) as err:
+        ds[0]
+    assert "\n" not in str(err.value)
+    assert bad.read_bytes() == before
+
+    # `data check` lists the file as unreadable, with the reason, and fails.
+    report = check_dataset("mcubes", mcubes_root, [modality], ["val"])
+    assert not report.ok
+    assert len(report.unreadable) == 1
+    assert re.match(re.escape(f"{modality if modality == 'dolp' else folder[5:]} file {bad} ") + reason,
+                    report.unreadable[0]), report.unreadable
+    result = invoke("data", "check", "--dataset", "mcubes", "--data-root", str(mcubes_root), "--modalities", modality,
+                    "--split", "val")
+    assert result.exit_code == 1, result.output
+    assert "unreadable files (1):" in result.output and str(bad) in result.output
+    assert "layout has problems" in result.output
+
+
+def test_mcubes_finite_sample_still_decodes(mcubes_root: Path):
+    sample = load_dataset("mcubes", mcubes_root, "val", ["rgb", "aolp", "dolp", "nir"])[0]
+    assert all(torch.isfinite(sample[m].float()).all() for m in ("rgb", "aolp", "dolp", "nir"))
+    assert check_dataset("mcubes", mcubes_root, None, ["val"]).ok

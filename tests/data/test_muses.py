@@ -1,7 +1,9 @@
-"""The MUSES loader on a tiny data set written in the real layout (SDK projections included)."""
+"""The MUSES loader on a tiny data set written in the real layout (SDK projections included), and
+NaN or infinite projections refused naming the file."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import torch
 from PIL import Image
 
 from mlebench.data import dataset_info, load_dataset
+from mlebench.data.check import check_dataset
 from mlebench.errors import ConfigError, DataError
 
 from ..conftest import save_png16_rgb
@@ -387,3 +390,48 @@ def test_frame_size_mismatch(root: Path) -> None:
     )
     with pytest.raises(DataError, match=f"frame file {esc(frame)} is 6x10, but its label is 6x8"):
         load_dataset("muses", root, "train", ["frame"])[0]
+
+
+# --- NaN and infinite values -------------------------------------------------------------------
+
+
+MU_H, MU_W = 4, 6
+MU_WHERE = ("val", "clear", "day", "REC0001_frame_000001")
+
+
+def _write_muses(root: Path, form: str) -> dict[str, Path]:
+    split, weather, daytime, name = MU_WHERE
+    rng = np.random.default_rng(1)
+    files = {
+        "frame": root / "frame_camera" / split / weather / daytime / f"{name}_frame_camera.png",
+        "label": root / "gt_semantic" / split / weather / daytime / f"{name}_gt_labelTrainIds.png",
+    }
+    for p in files.values():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (MU_H, MU_W, 3), dtype=np.uint8)).save(files["frame"])
+    Image.fromarray(rng.integers(0, 19, (MU_H, MU_W), dtype=np.uint8)).save(files["label"])
+    for modality, folder in (("lidar", "lidar"), ("event", "event_camera")):
+        path = root / "projected_to_rgb" / folder / split / weather / daytime / f"{name}_{folder}.{form}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arr = np.zeros((MU_H, MU_W, 3), dtype=np.float32)
+        arr[1, 2] = (12.0, 30.0, -1.0)
+        np.savez_compressed(path, arr) if form == "npz" else np.save(path, arr)
+        files[modality] = path
+    return files
+
+
+@pytest.mark.parametrize("form", ["npz", "npy"])
+@pytest.mark.parametrize("modality", ["lidar", "event"])
+def test_muses_refuses_non_finite_projections_naming_the_file(tmp_path: Path, form: str, modality: str):
+    files = _write_muses(tmp_path / "muses", form)
+    bad = files[modality]
+    arr = np.zeros((MU_H, MU_W, 3), dtype=np.float32)
+    arr[2, 3, 1] = math.nan
+    arr[0, 0, 0] = math.inf
+    np.savez_compressed(bad, arr) if form == "npz" else np.save(bad, arr)
+    ds = load_dataset("muses", tmp_path / "muses", "val", ["frame", modality])
+    with pytest.raises(DataError, match=re.escape(f"{modality} file {bad} holds NaN or infinite values "
+                                                  "(1 NaN and 1 infinite of 72; first at index (0, 0, 0))")):
+        ds[0]
+    report = check_dataset("muses", tmp_path / "muses", ["frame", modality], ["val"])
+    assert [u.split(" holds ")[0] for u in report.unreadable] == [f"{modality} file {bad}"]

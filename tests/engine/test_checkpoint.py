@@ -1,7 +1,9 @@
-"""Method checkpoints: every identity field is checked on load, and the message names it."""
+"""Method checkpoints: every identity field is checked on load, and the message names it; weights
+holding NaN or infinite values are refused before anything is loaded, and the file is untouched."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -112,3 +114,29 @@ def test_missing_and_misshapen_weights_are_named(saved: Path, tmp_path: Path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="cannot read checkpoint .*junk.pt"):
         load_checkpoint(_method(), tmp_path / "junk.pt")
+
+
+@pytest.mark.parametrize("value", [math.nan, -math.inf])
+def test_checkpoint_with_non_finite_weights_is_refused_untouched(tmp_path: Path, value: float):
+    from mlebench.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    method = _method()
+    path = save_checkpoint(method, tmp_path / "m.pt", extra={"step": 3})
+    blob = torch.load(path, weights_only=True)
+    keys = list(blob["state_dict"])
+    first_bad, later_bad = keys[len(keys) // 2], keys[-1]
+    for key in (first_bad, later_bad):
+        blob["state_dict"][key] = blob["state_dict"][key].clone()
+        blob["state_dict"][key].view(-1)[0] = value
+    torch.save(blob, path)
+    saved = path.read_bytes()
+
+    target = _method()
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(ConfigError, match=re.escape(f"checkpoint {path} holds NaN or infinite weights: {first_bad} "
+                                                    f"has 1 of ")):
+        load_checkpoint(target, path)
+    after = target.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # nothing half-loaded
+    assert path.read_bytes() == saved

@@ -10,10 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
 from mlebench import stats
-from mlebench.cli import main
 from mlebench.corruptions import Corruption
 from mlebench.data import dataset_info
 from mlebench.protocols import CaseResult, get_protocol
@@ -23,13 +21,11 @@ from mlebench.report.tables import TableOptions, build_tables, paper_comparison,
 REF = TableOptions(reference="mlesam")
 from mlebench.results import BootstrapSpec, ResultsStore, case_counts, result_rows
 
+from ..helpers import invoke
+
 SYN = dataset_info("synthetic")
 RDEL = ("rgb", "depth", "event", "lidar")
 IDS = [f"s{i:02d}" for i in range(12)]
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 def _counts(seed: int, quality: float, n: int = len(IDS), k: int = 25) -> np.ndarray:

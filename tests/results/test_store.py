@@ -1,4 +1,6 @@
-"""The results store: round trips, atomic runs, killed and concurrent writers, foreign files."""
+"""The results store's API: round trips, atomic runs, killed and concurrent writers, foreign
+files, a newer schema and an empty file adopted (exports: report/test_export.py; SQLite file
+handling: results/test_sqlite.py)."""
 
 from __future__ import annotations
 
@@ -18,76 +20,17 @@ import pandas as pd
 import pytest
 
 from mlebench.errors import ConfigError
-from mlebench.report.export import EXPORT_COLUMNS, export_results
+from mlebench.report.export import EXPORT_COLUMNS
 from mlebench.results import (
     APPLICATION_ID,
     RESULT_COLUMNS,
     SCHEMA_VERSION,
     ResultRow,
     ResultsStore,
-    git_commit,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-ROWS = [
-    ResultRow("full", ("rgb", "depth"), "all", "", "mIoU", 0.5123456789012345),
-    ResultRow("full", ("rgb", "depth"), "all", "", "IoU", 0.75, class_name="car"),
-    ResultRow("full", ("rgb", "depth"), "all", "", "IoU", float("nan"), class_name="bicycle"),
-    ResultRow("missing", ("depth",), "night", "gaussian_noise_3", "mIoU", 0.25),
-]
-
-
-def _start(store: ResultsStore, **overrides) -> str:
-    fields = dict(
-        method="mlesam",
-        variant="base",
-        dataset="deliver",
-        train_modalities=["rgb", "depth"],
-        preset="smoke",
-        config={"lr": 1e-4, "epochs": 2},
-        seed=0,
-        git_commit="0" * 40,
-        versions={"mlebench": "0.1.0"},
-    )
-    fields.update(overrides)
-    return store.start_run(**fields)
-
-
-def _expected(run_id: str, rows=ROWS, train="rgb,depth") -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "run_id": run_id,
-                "method": "mlesam",
-                "variant": "base",
-                "dataset": "deliver",
-                "train_modalities": train,
-                "preset": "smoke",
-                "seed": 0,
-                "split": None,
-                "miou_convention": None,
-                "group_id": None,
-                "protocol": r.protocol,
-                "test_modalities": ",".join(r.test_modalities),
-                "condition": r.condition,
-                "corruption": r.corruption,
-                "metric": r.metric,
-                "class": r.class_name,
-                "value": r.value,
-                "ci_low": math.nan,
-                "ci_high": math.nan,
-            }
-            for r in rows
-        ],
-        columns=list(RESULT_COLUMNS),
-    )
-
-
-def _export(store: ResultsStore, fmt: str) -> str:
-    out = io.StringIO()
-    export_results(store, fmt, out)
-    return out.getvalue()
+from ..helpers import REPO_ROOT
+from .stores import ROWS, begin_run, expected_frame, export_text
 
 
 def _sql(path: Path, query: str, params=()) -> list[tuple]:
@@ -105,14 +48,14 @@ def test_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "folder" / "results.sqlite"
     store = ResultsStore(path)
     assert path.is_file()
-    run_id = _start(store)
+    run_id = begin_run(store)
     assert len(run_id) == 32 and int(run_id, 16) >= 0
 
     store.finish_run(run_id, ROWS)
 
     frame = store.results()
     assert list(frame.columns) == list(RESULT_COLUMNS)
-    pd.testing.assert_frame_equal(frame, _expected(run_id))
+    pd.testing.assert_frame_equal(frame, expected_frame(run_id))
     assert math.isnan(frame.loc[2, "value"])
     assert frame.loc[0, "value"] == ROWS[0].value  # no precision lost
 
@@ -135,21 +78,21 @@ def test_round_trip(tmp_path: Path) -> None:
     assert _sql(path, "PRAGMA journal_mode") == [("wal",)]
 
     # Reopening an existing store keeps everything.
-    pd.testing.assert_frame_equal(ResultsStore(path).results(), _expected(run_id))
+    pd.testing.assert_frame_equal(ResultsStore(path).results(), expected_frame(run_id))
 
 
 def test_empty_store(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.db")
     assert store.runs().empty and store.results().empty
     assert list(store.results().columns) == list(RESULT_COLUMNS)
-    assert _export(store, "csv") == ",".join(EXPORT_COLUMNS) + "\n"
-    assert json.loads(_export(store, "json")) == []
+    assert export_text(store, "csv") == ",".join(EXPORT_COLUMNS) + "\n"
+    assert json.loads(export_text(store, "json")) == []
 
 
 def test_runs_newest_first_and_filter_by_run_id(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.db")
-    first = _start(store, seed=1)
-    second = _start(store, seed=2)
+    first = begin_run(store, seed=1)
+    second = begin_run(store, seed=2)
     store.finish_run(first, ROWS[:1])
     store.finish_run(second, ROWS[1:2])
     assert list(store.runs()["id"]) == [second, first]
@@ -161,7 +104,7 @@ def test_runs_newest_first_and_filter_by_run_id(tmp_path: Path) -> None:
 
 def test_default_versions_come_from_package_versions(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.db")
-    run_id = _start(store, versions=None)
+    run_id = begin_run(store, versions=None)
     versions = store.runs().set_index("id").loc[run_id, "versions"]
     assert set(versions) == {"mlebench", "torch", "numpy"}  # a method adds its own packages
 
@@ -169,8 +112,8 @@ def test_default_versions_come_from_package_versions(tmp_path: Path) -> None:
 def test_bad_arguments(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.db")
     with pytest.raises(TypeError, match="train_modalities"):
-        _start(store, train_modalities="rgb")  # would silently become "r,g,b"
-    run_id = _start(store)
+        begin_run(store, train_modalities="rgb")  # would silently become "r,g,b"
+    run_id = begin_run(store)
     with pytest.raises(ConfigError, match="status"):
         store.finish_run(run_id, ROWS, status="done")
     with pytest.raises(ConfigError, match="no run"):
@@ -186,18 +129,18 @@ def test_bad_arguments(tmp_path: Path) -> None:
 
 def test_unfinished_runs_are_excluded_by_default(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.db")
-    finished = _start(store)
-    running = _start(store)
-    failed = _start(store)
-    failed_with_rows = _start(store)
+    finished = begin_run(store)
+    running = begin_run(store)
+    failed = begin_run(store)
+    failed_with_rows = begin_run(store)
     store.finish_run(finished, ROWS)
     store.fail_run(failed, "CUDA out of memory")
     store.finish_run(failed_with_rows, ROWS[:2], status="failed")
 
     assert set(store.results()["run_id"]) == {finished}
-    exported = json.loads(_export(store, "json"))
+    exported = json.loads(export_text(store, "json"))
     assert {r["run_id"] for r in exported} == {finished}
-    assert set(pd.read_csv(io.StringIO(_export(store, "csv")))["run_id"]) == {finished}
+    assert set(pd.read_csv(io.StringIO(export_text(store, "csv")))["run_id"]) == {finished}
 
     everything = store.results(include_unfinished=True)
     assert everything["run_id"].value_counts().to_dict() == {finished: 4, failed_with_rows: 2}
@@ -280,14 +223,14 @@ def test_killed_run_leaves_running_row_and_no_results(tmp_path: Path, mode: str)
     assert store.results(include_unfinished=True).empty
 
     # The file is still fully usable, including for writes.
-    other = _start(store)
+    other = begin_run(store)
     store.finish_run(other, ROWS)
-    pd.testing.assert_frame_equal(store.results(), _expected(other))
+    pd.testing.assert_frame_equal(store.results(), expected_frame(other))
 
 
 def test_exception_inside_finish_run_writes_nothing(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.db")
-    run_id = _start(store)
+    run_id = begin_run(store)
 
     def rows():
         yield from ROWS[:3]
@@ -305,7 +248,7 @@ def test_exception_inside_finish_run_writes_nothing(tmp_path: Path) -> None:
 
     # The run can still be finished (or failed) afterwards.
     store.finish_run(run_id, ROWS)
-    pd.testing.assert_frame_equal(store.results(), _expected(run_id))
+    pd.testing.assert_frame_equal(store.results(), expected_frame(run_id))
 
 
 # -- concurrent writers ----------------------------------------------------------------------
@@ -432,84 +375,7 @@ def test_adopts_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
     path.touch()
     store = ResultsStore(path)
-    run_id = _start(store)
+    run_id = begin_run(store)
     store.finish_run(run_id, ROWS)
     assert _sql(path, "PRAGMA application_id") == [(APPLICATION_ID,)]
     assert len(store.results()) == len(ROWS)
-
-
-# -- export ----------------------------------------------------------------------------------
-
-
-@pytest.fixture()
-def finished_store(tmp_path: Path) -> tuple[ResultsStore, str]:
-    store = ResultsStore(tmp_path / "r.db")
-    run_id = _start(store)
-    store.finish_run(run_id, ROWS)
-    _start(store)  # an unfinished run, never exported by default
-    return store, run_id
-
-
-def test_export_csv(finished_store) -> None:
-    store, run_id = finished_store
-    text = _export(store, "csv")
-    assert text.splitlines()[0] == ",".join(EXPORT_COLUMNS)
-    parsed = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    expected = _expected(run_id)
-    for column in ("value", "ci_low", "ci_high", "seeds_mean", "seeds_std"):
-        parsed[column] = pd.to_numeric(parsed[column].replace("", None)).astype("float64")
-    parsed["seed"] = parsed["seed"].astype("int64")
-    parsed["seeds_n"] = parsed["seeds_n"].astype("int64")
-    for column in ("split", "miou_convention", "group_id"):
-        parsed[column] = parsed[column].astype(object).replace("", None)
-    pd.testing.assert_frame_equal(parsed[list(RESULT_COLUMNS)], expected)
-    # one run: one "seed" per row, its mean is the value, no spread
-    known = parsed["value"].notna()
-    assert (parsed.loc[known, "seeds_n"] == 1).all() and (parsed.loc[~known, "seeds_n"] == 0).all()
-    assert parsed.loc[known, "seeds_mean"].tolist() == parsed.loc[known, "value"].tolist()
-    assert parsed["seeds_std"].isna().all()
-
-
-def test_export_json(finished_store) -> None:
-    store, run_id = finished_store
-    text = _export(store, "JSON")
-    records = json.loads(text)
-    assert records[2]["value"] is None  # NaN
-    assert "NaN" not in text
-    expected = _expected(run_id).to_dict("records")
-    for record in expected:
-        for column in ("value", "ci_low", "ci_high"):
-            if math.isnan(record[column]):
-                record[column] = None
-    assert [{k: r[k] for k in RESULT_COLUMNS} for r in records] == expected
-    assert list(records[0]) == list(EXPORT_COLUMNS)
-
-
-def test_export_unknown_format(finished_store) -> None:
-    store, _ = finished_store
-    with pytest.raises(ConfigError, match="csv, json"):
-        _export(store, "parquet")
-
-
-# -- git_commit ------------------------------------------------------------------------------
-
-
-def _fake_git(bin_dir: Path, script: str) -> None:
-    bin_dir.mkdir()
-    git = bin_dir / "git"
-    git.write_text(f"#!/bin/sh\n{script}\n")
-    git.chmod(0o755)
-
-
-def test_git_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    sha = "0123456789abcdef0123456789abcdef01234567"
-    _fake_git(tmp_path / "ok", f'[ "$1 $2" = "rev-parse HEAD" ] && echo {sha}')
-    monkeypatch.setenv("PATH", str(tmp_path / "ok"))
-    assert git_commit(tmp_path) == sha
-
-    _fake_git(tmp_path / "norepo", "echo 'fatal: not a git repository' >&2; exit 128")
-    monkeypatch.setenv("PATH", str(tmp_path / "norepo"))
-    assert git_commit(tmp_path) is None
-
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no git at all
-    assert git_commit(tmp_path) is None
