@@ -1,5 +1,5 @@
 """``python -m mlebench`` (also what ``torchrun -m mlebench`` runs)."""
 
-from mlebench.cli import main
+from mlebench._entry import entry
 
-main()
+entry()

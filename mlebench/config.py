@@ -265,6 +265,11 @@ def validate_spec(spec: RunSpec, job: str = "run") -> None:
     check_device(spec.device)
     # What training writes, and what --resume continues.
     if spec.checkpoint is not None:
+        for value, flag in ((spec.steps, "--steps"), (spec.epochs, "--epochs"),
+                            (spec.train_options.get("checkpoint_every"), "--checkpoint-every")):
+            if value is not None:
+                raise ConfigError(f"{flag} has no effect with --checkpoint (the checkpoint is evaluated, nothing "
+                                  "is trained); drop one")
         if spec.save_checkpoint is not None and same_file(spec.save_checkpoint, spec.checkpoint):
             raise ConfigError(f"--save-checkpoint {spec.save_checkpoint} is the --checkpoint being evaluated; "
                               "writing there would destroy it")

@@ -20,3 +20,8 @@ class DataError(MlebenchError):
 
 class ConfigError(MlebenchError):
     """A name, option or configuration value is not valid."""
+
+
+class OutputError(MlebenchError):
+    """An output cannot be written where it was asked for (it would destroy something, or the
+    file system refuses it); the message names the option, the path and the cause."""

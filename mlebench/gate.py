@@ -110,10 +110,12 @@ def measure(methods: Sequence[str], seed: int, setup: GateSetup, threads: int | 
             # (choice) a method without the gate's preset (a plugin's) runs at its own default
             preset = setup.preset if setup.preset in presets else presets[0]
             for i, protocol in enumerate(setup.protocols):
+                trains = i == 0  # the first protocol trains; the others evaluate its checkpoint
                 spec = RunSpec(method=method, protocol=protocol, dataset=setup.dataset, data_root=root,
-                               preset=preset, steps=setup.steps, seed=seed, train_options=train,
-                               results=work / "gate.sqlite", save_checkpoint=checkpoint if i == 0 else None,
-                               checkpoint=checkpoint if i > 0 else None)
+                               preset=preset, steps=setup.steps if trains else None, seed=seed,
+                               train_options=train, results=work / "gate.sqlite",
+                               save_checkpoint=checkpoint if trains else None,
+                               checkpoint=None if trains else checkpoint)
                 outcome = run_job(spec, echo=lambda _msg: None)
                 for row in outcome.rows:
                     if row.metric.startswith("miou") and not row.class_name:
@@ -176,7 +178,35 @@ def read_baseline(path: Path) -> dict[str, Any]:
         missing = {"method", "protocol", "case", "metric", "mean", "allowed_drop"} - set(case)
         if missing:
             raise ConfigError(f"baseline {path}: case {i} lacks {', '.join(sorted(missing))}")
+        _check_case(path, case)
     return data
+
+
+def _check_case(path: Path, case: dict[str, Any]) -> None:
+    """A case's numbers must be what its seeds say: a finite mean that is the seeds' mean and an
+    allowed drop that follows the rule. A NaN would switch the case off (every comparison with
+    NaN is false); a hand-edited mean or tolerance would move the gate silently."""
+    where = f"baseline {path}: {case['method']} {case['protocol']} {case['case']} {case['metric']}"
+    for key in ("mean", "allowed_drop"):
+        value = case[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ConfigError(f"{where}: {key} is {value!r}, not a finite number; re-measure with "
+                              "`mlebench check --update`")
+    seeds = case.get("seeds")
+    if not seeds:
+        return
+    values = list(seeds.values())
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        raise ConfigError(f"{where}: its seeds hold a value that is not a finite number ({values})")
+    mean = sum(values) / len(values)
+    sd = float(pd.Series(values).std(ddof=1)) if len(values) > 1 else math.nan
+    expected = allowed_drop((mean, sd, len(values)), float(case.get("thread_delta", 0.0)))
+    if not math.isclose(case["mean"], mean, rel_tol=1e-9, abs_tol=1e-9):
+        raise ConfigError(f"{where}: mean {case['mean']} is not the mean of its seeds ({mean}); the file was "
+                          "edited by hand or damaged: re-measure with `mlebench check --update`")
+    if not math.isclose(case["allowed_drop"], expected, rel_tol=1e-9, abs_tol=1e-9):
+        raise ConfigError(f"{where}: allowed_drop {case['allowed_drop']} does not follow the rule ({expected} "
+                          "from its seeds and thread difference); re-measure with `mlebench check --update`")
 
 
 def update_baseline(path: Path, methods: Sequence[str], seeds: Sequence[int], commit: str | None,

@@ -1,14 +1,81 @@
-"""Where commands write: checks that an output location can take a file before any work is done,
-and that it does not hold something precious (a results store, a data set) the output would
-destroy. Nothing here writes.
+"""Where commands write: one guard for every file a command writes, run before any work.
+
+:func:`guard_output` looks at an output path the way a careful user would before overwriting it:
+
+- what is there now (:func:`identify`): a results store, a checkpoint or stand-in (a
+  ``torch.save`` file), a data set's folder or one of its files, a directory. None of these is
+  ever replaced by a file of another kind (a report over a store, a PNG over a checkpoint). A
+  command replaces a file of the kind it writes only where its own rule says so (training
+  rewrites its checkpoint; ``pretrain`` replaces a stand-in that has its record beside it) or
+  where ``--force`` says so;
+- an input of the same command (the store a report reads, the checkpoint being evaluated);
+- whether the folder can take the file: it is created and a probe file is written into it and
+  synced, so that a path under ``/proc``, a read-only mount or a full disk is found now, as root
+  too (permission bits do not stop root; only a real write tells). With ``expected_bytes`` the
+  free space must hold the file as well.
+
+Every refusal is one :class:`~mlebench.errors.OutputError` line naming the option, the path and
+the reason; a file-system error is told by :func:`mlebench.fsutil.describe_os_error`, as every
+write (:func:`mlebench.fsutil.atomic_path`) tells its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
-from mlebench.errors import ConfigError
+from mlebench.errors import OutputError
+from mlebench.fsutil import describe_os_error, sniff
+
+#: what an existing file may be, beyond an ordinary file anything may replace
+STORE, CHECKPOINT, DATA, DIRECTORY = "results store", "checkpoint", "data set", "directory"
+PROBE_BYTES = 64 * 1024  # a probe this big meets a full disk; an empty file would not
+
+@dataclass(frozen=True)
+class Found:
+    """What lies at a path: ``kind`` one of :data:`STORE`, :data:`CHECKPOINT`, :data:`DATA`,
+    :data:`DIRECTORY`, or ``"file"`` (anything else); ``description`` says it in words."""
+
+    kind: str
+    description: str
+
+
+def _data_root_of(path: Path, data_roots: Sequence[Path]) -> Path | None:
+    from mlebench.data import data_root_containing
+
+    resolved = path.resolve()
+    for root in data_roots:
+        root = Path(root).expanduser().resolve()
+        if resolved == root or root in resolved.parents:
+            return root
+    return data_root_containing(resolved)
+
+
+def identify(path: Path, data_roots: Sequence[Path] = ()) -> Found | None:
+    """What ``path`` holds now, or None when nothing is there."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        return None
+    root = _data_root_of(path, data_roots)
+    if root is not None:
+        whole = path.resolve() == root
+        return Found(DATA, f"the data set folder {root}" if whole else f"a file of the data set at {root}")
+    if path.is_dir():
+        return Found(DIRECTORY, "a directory")
+    try:
+        kind, description = sniff(path)
+    except OSError as exc:
+        raise OutputError(f"{path} exists and cannot be read: {describe_os_error(exc, path)}") from None
+    if kind == "sqlite":
+        return Found(STORE, description)
+    if kind in ("torch", "pickle"):
+        return Found(CHECKPOINT, f"{description}: a checkpoint or weights")
+    return Found("file", description)
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -22,81 +89,94 @@ def same_file(a: Path, b: Path) -> bool:
     return a.expanduser().resolve() == b.expanduser().resolve()
 
 
-def refuse_overwriting(out: Path | None, protected: Path, what: str, option: str = "-o/--out") -> None:
-    """An output path that is an input of the same command (the store a report reads) would
-    destroy it: refuse, naming the option."""
-    if out is not None and same_file(out, protected):
-        raise ConfigError(f"{out} is the {what}; writing there would destroy it")
-
-
 def _nearest_existing(path: Path) -> Path:
-    probe = path
-    while True:
+    """``path`` or its nearest ancestor that exists (a file, where a parent is one)."""
+    for candidate in (path, *path.parents):
         try:
-            probe.lstat()
-            return probe
-        except FileNotFoundError:
-            if probe.parent == probe:
-                return probe
-            probe = probe.parent
-        except NotADirectoryError:  # a parent is a regular file
-            probe = probe.parent
+            candidate.lstat()
+            return candidate
+        except OSError:
+            continue
+    return path
 
 
-def check_writable_file(path: Path, what: str, in_place: bool = False) -> None:
-    """``path`` can be created or replaced (its folder exists or can be made, and is writable);
-    ``in_place``: an existing file is written in place (SQLite), so it must be writable too.
-    Nothing is written; ``what`` names the option in the message."""
-    path = Path(path).expanduser().absolute()
-    if path.exists():
-        if path.is_dir():
-            raise ConfigError(f"{what} {path} is a directory; give a file path")
-        if in_place and not os.access(path, os.W_OK):
-            raise ConfigError(f"{what} {path} is read-only")
-        folder = path.parent
-    else:
-        folder = _nearest_existing(path)
-        if not folder.is_dir():
-            raise ConfigError(f"{what} {path} cannot be created: {folder} is a file, not a directory")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what} {path} cannot be written: no write permission in {folder}")
+def probe_folder(folder: Path, option: str, target: Path, expected_bytes: int = 0) -> None:
+    """Prove that files can be written in ``folder``: create it (and its missing parents) and
+    write and sync a probe file there; then remove the probe and the folders it created, so that
+    a command refused later leaves nothing behind. With ``expected_bytes`` also check that much
+    space is free. Refusals name ``option`` and ``target``."""
+    folder = Path(folder).expanduser()
+    anchor = _nearest_existing(folder)
+    if anchor.exists() and not anchor.is_dir():
+        raise OutputError(f"{option} {target} cannot be created: {anchor} is a file, not a directory")
+    created = [p for p in (folder, *folder.parents) if p != anchor and anchor in p.parents]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".mlebench-probe-", dir=folder)
+        try:
+            os.write(fd, bytes(PROBE_BYTES))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(name)
+    except OSError as exc:
+        raise OutputError(f"{option} {target} cannot be written: {describe_os_error(exc, target)}") from None
+    finally:
+        for made in created:  # deepest first
+            with contextlib.suppress(OSError):
+                made.rmdir()
+    require_space(target, option, expected_bytes)
 
 
-def check_writable_dir(path: Path, what: str) -> None:
-    """Files can be created in folder ``path`` (it exists or can be made); nothing is written."""
-    path = Path(path).expanduser().absolute()
-    anchor = _nearest_existing(path)
-    if not anchor.is_dir():
-        raise ConfigError(f"{what} {path} cannot be created: {anchor} is a file, not a directory")
-    if not os.access(anchor, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what} {path} cannot be written: no write permission in {anchor}")
+def require_space(target: Path, option: str, expected_bytes: int) -> None:
+    """The folder of ``target`` has ``expected_bytes`` free (a file that size fits)."""
+    if expected_bytes <= 0:
+        return
+    folder = _nearest_existing(Path(target).expanduser().parent)  # the folder itself may not exist yet
+    free = shutil.disk_usage(folder).free
+    if free < expected_bytes:
+        raise OutputError(f"{option} {target} cannot be written: the disk is full ({free / 2**20:.1f} MiB "
+                          f"free in {folder}, the file needs about {expected_bytes / 2**20:.1f} MiB)")
 
 
-# First bytes of files a checkpoint must never replace, and of the files it may.
-_FOREIGN_MAGIC = {b"SQLite format 3\x00": "an SQLite database (a results store?)", b"\x89PNG": "a PNG image",
-                  b"\xff\xd8\xff": "a JPEG image", b"\x93NUMPY": "a NumPy array"}
-_CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive; a legacy pickle
-
-
-def check_checkpoint_target(path: Path, data_root: Path | None = None, option: str = "--save-checkpoint") -> None:
-    """Training may write its checkpoint at ``path``: the location is writable, and an existing
-    file there is a checkpoint (never a results store, a data file or anything else)."""
+def guard_folder(path: Path, option: str) -> Path:
+    """A command that writes a folder of its own (``data synth --out``): ``path`` is not a file,
+    and its parent can be created and written (the command's own rule decides about what is
+    inside an existing folder)."""
     path = Path(path).expanduser()
-    check_writable_file(path, option)
-    if data_root is not None:
-        root = Path(data_root).expanduser().resolve()
-        if path.resolve() == root or root in path.resolve().parents:
-            raise ConfigError(f"{option} {path} is inside the data set folder {root}; "
-                              "write checkpoints outside the data")
-    if path.is_file():
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(16)
-        except OSError as exc:
-            raise ConfigError(f"{option} {path} exists and cannot be read: {exc}") from None
-        for magic, what in _FOREIGN_MAGIC.items():
-            if head.startswith(magic):
-                raise ConfigError(f"{option} {path} is {what}; writing the checkpoint there would destroy it")
-        if head and not head.startswith(_CHECKPOINT_MAGIC):
-            raise ConfigError(f"{option} {path} exists and is not a checkpoint; refusing to overwrite it")
+    if path.exists() and not path.is_dir():
+        found = identify(path)
+        raise OutputError(f"{option} {path} is {found.description if found else 'a file'}, not a folder")
+    probe_folder(path.parent, option, path)
+    return path
 
+
+def guard_output(path: Path, option: str, writes: str, *, replaces: Sequence[str] = (), force: bool = False,
+                 data_roots: Sequence[Path] = (), inputs: Sequence[tuple[Path, str]] = (),
+                 expected_bytes: int = 0) -> Path:
+    """Refuse, before any work, to write the ``writes`` file (a report, a checkpoint, ...) that
+    ``option`` names at ``path`` where that would destroy something, or where it cannot be
+    written; returns ``path``.
+
+    ``replaces``: the kinds of existing file the command's own rule lets it replace (a checkpoint
+    writer: :data:`CHECKPOINT`); ``force``: ``--force`` lets it replace a file of the kind it
+    writes (``writes`` is then one of the kinds above) that its own rule does not. A directory,
+    a data set's file or folder (under ``data_roots`` or recognised by its layout) and any of
+    the command's ``inputs`` ((path, what it is)) are never replaced.
+    """
+    path = Path(path).expanduser()
+    for other, what in inputs:
+        if other is not None and same_file(path, other):
+            raise OutputError(f"{option} {path} is the {what} this command reads; writing there would destroy it")
+    found = identify(path, data_roots)
+    if found is not None:
+        if found.kind == DIRECTORY:
+            raise OutputError(f"{option} {path} is a directory; give a file path")
+        if found.kind == DATA:
+            raise OutputError(f"{option} {path} is {found.description}; write outside the data")
+        if found.kind in (STORE, CHECKPOINT) and found.kind not in replaces and not (force and found.kind == writes):
+            hint = "; add --force to replace it" if found.kind == writes else ""
+            raise OutputError(f"{option} {path} is {found.description}; writing the {writes} there would destroy "
+                              f"it{hint}")
+    probe_folder(path.parent, option, path, expected_bytes)
+    return path

@@ -33,7 +33,7 @@ from mlebench.data.synthetic import ensure_synthetic
 from mlebench.engine.train import train
 from mlebench.errors import ConfigError
 from mlebench.fsutil import atomic_path
-from mlebench.outputs import check_checkpoint_target
+from mlebench.outputs import CHECKPOINT, guard_output
 from mlebench.registry import build_method, method_entry
 from mlebench.results.provenance import package_versions
 from mlebench.weights import sha256
@@ -64,24 +64,28 @@ def sidecar_path(stand_in_path: Path) -> Path:
     return Path(stand_in_path).with_suffix(".json")
 
 
-def check_output(out: Path) -> None:
-    """Before training: ``out`` may take a weights file (not a directory, a results store or any
-    other non-checkpoint file) and the record beside it replaces nothing but an earlier record."""
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a directory; give a file path")
+def _stand_in_record(record: Path) -> dict[str, Any] | None:
+    try:
+        earlier = json.loads(record.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return earlier if isinstance(earlier, dict) and "stand_in" in earlier else None
+
+
+def check_output(out: Path, force: bool = False) -> None:
+    """Before training: ``out`` may take a weights file and the record beside it replaces nothing
+    but an earlier record. A stand-in (a weights file with its record beside it) is replaced;
+    any other checkpoint only with ``force`` (``--force``); a store, a data set, a directory or
+    another kind of file never (:func:`mlebench.outputs.guard_output`)."""
     if out.suffix == ".json":
         raise ConfigError(f"--out {out}: the weights need another suffix than .json (the record is written "
                           "beside them as .json)")
-    check_checkpoint_target(out, option="--out")
     record = sidecar_path(out)
-    if record.exists():
-        try:
-            earlier = json.loads(record.read_text())
-        except (OSError, UnicodeDecodeError, ValueError):
-            earlier = None
-        if not isinstance(earlier, dict) or "stand_in" not in earlier:
-            raise ConfigError(f"{record} exists and is not a stand-in record; refusing to overwrite it "
-                              "(give another --out)")
+    if record.exists() and _stand_in_record(record) is None:
+        raise ConfigError(f"{record} exists and is not a stand-in record; refusing to overwrite it "
+                          "(give another --out)")
+    replaces = (CHECKPOINT,) if record.exists() else ()  # a stand-in with its record: ours to replace
+    guard_output(out, "--out", CHECKPOINT, replaces=replaces, force=force)
 
 
 def pretrain_stand_in(
@@ -91,15 +95,17 @@ def pretrain_stand_in(
     data_root: str | Path | None = None,
     progress: bool = False,
     report: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Train method ``method``'s tiny stand-in backbone with ``recipe`` and write it to ``out``
-    (default: the shipped file) with its JSON record beside it. Returns the record."""
+    (default: the shipped file) with its JSON record beside it. Returns the record. ``force``:
+    ``out`` may replace a checkpoint that is not a stand-in (see :func:`check_output`)."""
     stand_in = method_entry(method).stand_in
     if stand_in is None:
         raise ConfigError(f"method {method!r} has no tiny stand-in backbone: its tiny preset starts from a "
                           "seeded random init")
     out = Path(out) if out is not None else stand_in.path
-    check_output(out)
+    check_output(out, force)
     root = Path(data_root) if data_root else ensure_synthetic(
         n_train=recipe.n_images, n_val=1, n_test=1, seed=recipe.data_seed
     )

@@ -15,26 +15,45 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import pickle
 from pathlib import Path
 from typing import Any, Iterable, Mapping, TypeVar
 
 import torch
 
 from mlebench.errors import ConfigError
+from mlebench.fsutil import describe_os_error, sniff
 
 C = TypeVar("C")
 
 
 def load_tensor_file(path: Path, what: str) -> Any:
-    """The contents of a ``torch.save`` file, read with ``weights_only=True`` (no code runs);
-    errors name ``what`` and the file."""
+    """The contents of a ``torch.save`` file, read with ``weights_only=True`` (no code runs).
+
+    Errors are one line naming ``what`` and the file: a file of another kind is named by what it
+    is (a results store, a text file, an image) before torch reads it; a pickle that holds more
+    than tensors and plain containers is refused as such (it is never unpickled)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory, not a {what} file")
     if not path.is_file():
         raise ConfigError(f"{what} {path} does not exist")
     try:
+        kind, description = sniff(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {describe_os_error(exc, path)}") from None
+    if kind == "damaged":
+        raise ConfigError(f"cannot read {what} {path}: it is damaged or truncated ({description})")
+    if kind not in ("torch", "pickle"):
+        raise ConfigError(f"{what} {path} is {description}, not a {what} (a file written by torch.save)")
+    try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated or unsafe pickles raise several types
-        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
+    except pickle.UnpicklingError:
+        raise ConfigError(f"{what} {path} is not a plain weights file: it holds Python objects that only "
+                          "unpickling could rebuild, which could run code; mlebench reads tensors only") from None
+    except Exception as exc:  # truncated or damaged archives raise several types
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot read {what} {path}: it is damaged or truncated ({reason})") from None
 
 
 def read_weights(path: Path, what: str, wrappers: tuple[str, ...] = ("model",)) -> dict[str, torch.Tensor]:

@@ -27,7 +27,10 @@ def check_cmd(baseline: Path | None, update: bool, method_list: str | None, seed
     methods = parse_methods(method_list)
     start = time.perf_counter()
     if update:
+        from mlebench.outputs import guard_output
+
         seeds = parse_seeds(seed_list)
+        guard_output(path, "--baseline", "baseline")
         fresh = update_baseline(path, methods, seeds, git_commit(), keep_others=method_list is not None,
                                 echo=click.echo)
         click.echo(f"wrote {path}: {len(fresh['cases'])} cases, seeds {seeds}, commit {fresh['commit']} "

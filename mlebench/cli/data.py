@@ -32,7 +32,9 @@ def data_synth(
     """Write the synthetic multi-modal street scenes in the DELIVER layout to OUT."""
     from mlebench.data.check import check_dataset
     from mlebench.data.synthetic import generate_synthetic
+    from mlebench.outputs import guard_folder
 
+    guard_folder(out, "--out")
     start = time.perf_counter()
     root = generate_synthetic(
         out, size=size, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, workers=workers
@@ -84,10 +86,12 @@ def data_show(dataset: str, data_root: Path | None, modalities: str | None, spli
     """Write one PNG with every modality of a sample side by side and its coloured label."""
     from mlebench.data import dataset_info, load_dataset
     from mlebench.data.show import render_sample
+    from mlebench.outputs import guard_output
 
     parse_split(dataset, split)
     names = parse_modalities(dataset, modalities)
     ds = load_dataset(dataset, announce(dataset, data_root), split, names)
+    guard_output(out, "-o/--out", "figure", data_roots=[ds.root])
     if index >= len(ds):
         raise click.BadParameter(
             f"{index} is out of range: {dataset}/{split} has {len(ds)} samples", param_hint="--index"

@@ -243,8 +243,9 @@ def params_cmd(method_name: str, preset: str | None, dataset: str, modalities: s
 @click.option("--n-images", type=click.IntRange(1), default=600, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True,
               help="CPU threads (results depend on it; the shipped stand-ins used 2).")
+@click.option("--force", is_flag=True, help="Let --out replace a checkpoint that is not a stand-in.")
 def pretrain_cmd(method_name: str, out: Path | None, steps: int, batch_size: int, lr: float, seed: int,
-                 n_images: int, threads: int) -> None:
+                 n_images: int, threads: int, force: bool) -> None:
     """Pre-train a method's tiny stand-in backbone on synthetic RGB, by the one shared recipe.
 
     Real SAM2, SAM and MiT weights cannot be downloaded here; every tiny preset loads a stand-in
@@ -254,7 +255,8 @@ def pretrain_cmd(method_name: str, out: Path | None, steps: int, batch_size: int
 
     recipe = PretrainRecipe(steps=steps, batch_size=batch_size, lr=lr, seed=seed, n_images=n_images, threads=threads)
     record = pretrain_stand_in(method_name, out, recipe, progress=sys.stderr.isatty(),
-                               report=None if sys.stderr.isatty() else lambda line: click.echo(line, err=True))
+                               report=None if sys.stderr.isatty() else lambda line: click.echo(line, err=True),
+                               force=force)
     click.echo(f"wrote {record['out']} ({record['stand_in']}, trained through {record['trained_by']}; "
                f"final loss {record['final_loss']:.3f}, {record['train_seconds']:.0f} s, sha256 {record['sha256'][:16]})")
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import click
 
-from mlebench.errors import ConfigError, MlebenchError
+from mlebench.errors import MlebenchError
 from mlebench.signals import Terminated, exit_interrupted
 
 
@@ -42,7 +42,36 @@ class Group(click.Group):
         return super().get_command(ctx, cmd_name) or self._plugin_commands().get(cmd_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self._plugin_commands()))
+        """The group's commands; a group that methods add to (``bench``) lists theirs too. The
+        top level does not load the registry for ``mlebench --help`` (that takes seconds);
+        a plugin's top-level command still runs by its name."""
+        own = set(super().list_commands(ctx))
+        return sorted(own if self.name == "main" else own | set(self._plugin_commands()))
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """click's ``main``, except that Ctrl-C anywhere (parsing, loading plugins) ends in one
+        line and status 130, never click's "Aborted!" and status 1."""
+        standalone = kwargs.pop("standalone_mode", True)
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.Abort as exc:
+            if isinstance(exc.__cause__, KeyboardInterrupt) or isinstance(exc.__context__, KeyboardInterrupt):
+                exit_interrupted(KeyboardInterrupt())
+            if not standalone:
+                raise
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        except click.ClickException as exc:
+            if not standalone:
+                raise
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Exit as exc:
+            if not standalone:
+                raise
+            sys.exit(exc.exit_code)
+        except (KeyboardInterrupt, Terminated) as exc:
+            exit_interrupted(exc)
 
 
 _REPORTED: set[str] = set()
@@ -129,10 +158,14 @@ def preset_option(default_help: str) -> Callable[[Any], Any]:
                         help=f"Model size (default: {default_help}).")
 
 
-def protocol_choice() -> click.Choice:
+def _protocol_names() -> list[str]:
     from mlebench.protocols import protocol_names
 
-    return LazyChoice(protocol_names)
+    return protocol_names()
+
+
+def protocol_choice() -> click.Choice:
+    return LazyChoice(_protocol_names)
 
 
 def _dataset_names() -> list[str]:
@@ -192,8 +225,12 @@ def parse_split(dataset: str, split: str, hint: str = "--split") -> str:
 def parse_seeds(text: str | None, hint: str = "--seeds") -> list[int] | None:
     if text is None:
         return None
+    parts = [part.strip() for part in text.split(",")]
+    if "" in parts and text.strip():
+        raise click.BadParameter(f"{text!r} has an empty entry; give distinct integer seeds, e.g. 0,1,2",
+                                 param_hint=hint)
     try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
+        seeds = [int(part) for part in parts if part]
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a comma-separated list of integers", param_hint=hint) from None
     if not seeds or len(set(seeds)) != len(seeds):
@@ -238,16 +275,6 @@ def existing_store(path: Path) -> Any:
     if not path.exists():
         raise click.BadParameter(f"{path} does not exist", param_hint="--results")
     return open_store_for_reading(path)
-
-
-def refuse_overwriting(out: Path | None, protected: Path, what: str) -> None:
-    """``-o`` naming an input of the same command (the store it reads) is a usage error."""
-    from mlebench.outputs import refuse_overwriting as check
-
-    try:
-        check(out, protected, what)
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="-o/--out") from None
 
 
 def progress_options(every: float) -> dict[str, Any]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from mlebench.cli.options import (
-    RESULTS_OPTION, LazyChoice, RegistryDefault, default_method, existing_store, refuse_overwriting,
+    RESULTS_OPTION, LazyChoice, RegistryDefault, default_method, existing_store,
 )  # fmt: skip
 
 
@@ -32,23 +33,42 @@ def _formats() -> tuple[str, ...]:
 @click.option("--pdf", is_flag=True, help="With --format latex and -o: also compile the document to PDF.")
 @click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write to a file (atomically) instead of stdout.")
-def report_cmd(results_path: Path, fmt: str, tables: tuple[str, ...], runs: str | None, ci: bool, seeds: bool,
+@click.pass_context
+def report_cmd(ctx: click.Context, results_path: Path, fmt: str, tables: tuple[str, ...], runs: str | None, ci: bool, seeds: bool,
                reference: str, compare_with: str | None, pdf: bool, out: Path | None) -> None:
     """Tables for a paper (LaTeX, Markdown, CSV) or one self-contained HTML page with plots, from
     the results store alone."""
+    from mlebench.outputs import guard_output
     from mlebench.report.render import render_report, report_tables
     from mlebench.report.tables import TableOptions, table_names
 
-    refuse_overwriting(out, results_path, "results store")
     if pdf and (fmt != "latex" or out is None):
         raise click.UsageError("--pdf needs --format latex and -o FILE.tex")
+    for target in [out, out.with_suffix(".pdf") if pdf else None]:
+        if target is not None:
+            guard_output(target, "-o/--out", "report", inputs=[(results_path, "results store")])
     names = None if "all" in tables else list(tables)
     for name in names or []:
         if name not in table_names():
             raise click.BadParameter(f"unknown table {name!r}; choose from all, {', '.join(table_names())}",
                                      param_hint="--table")
     store = existing_store(results_path)
-    run_ids = [r.strip() for r in runs.split(",") if r.strip()] if runs else None
+    run_ids = None
+    if runs is not None:
+        run_ids = [r.strip() for r in runs.split(",") if r.strip()]
+        if not run_ids:
+            raise click.BadParameter(f"{runs!r} names no run; give comma-separated run ids (`mlebench results "
+                                     "list` shows them) or leave the option out for every finished run",
+                                     param_hint="--runs")
+        unknown = sorted(set(run_ids) - set(store.runs()["id"]))
+        if unknown:
+            raise click.BadParameter(f"no run {', '.join(unknown)} in {results_path}", param_hint="--runs")
+    if reference.lower() != "none" and ctx.get_parameter_source("reference") is not ParameterSource.DEFAULT:
+        methods = sorted(set(store.runs()["method"]))
+        if reference not in methods:
+            raise click.BadParameter(f"{reference!r}: no run of that method in {results_path} (methods there: "
+                                     f"{', '.join(methods) or 'none'}; 'none' for no comparison)",
+                                     param_hint="--reference")
     options = TableOptions(ci=ci, seeds=seeds, reference=None if reference.lower() == "none" else reference)
     built = report_tables(store, names, run_ids, options, compare_with_paper=compare_with == "paper")
     if not built:

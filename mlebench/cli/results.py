@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from mlebench.cli.options import RESULTS_OPTION, Group, existing_store, refuse_overwriting
+from mlebench.cli.options import RESULTS_OPTION, Group, existing_store
 
 
 @click.group(cls=Group)
@@ -36,9 +36,11 @@ def results_export(results_path: Path, fmt: str, per_sample: bool, out: Path | N
     """Every result row of the finished runs with intervals and seed statistics, as CSV or JSON."""
     import io
 
+    from mlebench.outputs import guard_output
     from mlebench.report.export import export_per_sample, export_results, write_atomically
 
-    refuse_overwriting(out, results_path, "results store")
+    if out is not None:
+        guard_output(out, "-o/--out", "export", inputs=[(results_path, "results store")])
     store = existing_store(results_path)
     if per_sample and fmt != "csv":
         raise click.BadParameter("--per-sample writes csv only", param_hint="--format")

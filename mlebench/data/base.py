@@ -24,6 +24,7 @@ doing anything.
 from __future__ import annotations
 
 import functools
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,9 @@ class DatasetInfo:
     # Which mIoU convention the data set's own papers use (see mlebench.metrics).
     miou_convention: str = "deliver"
     notes: str = ""
+    # Entries (files or folders) whose presence together marks a folder as the data set's root,
+    # so that no command writes into a data set it was not pointed at (mlebench.outputs).
+    layout_markers: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -183,6 +187,26 @@ class MultiModalDataset(Dataset, ABC):
         """Every file the requested modalities of a sample need, and its label."""
         return {**{m: ref.paths[m] for m in self.modalities}, "label": ref.label}
 
+    def identity(self) -> dict[str, Any]:
+        """What this split is, for telling runs on other data apart (``compare`` pairs images by
+        id; two synthetic sets of different seeds share every id): the data set, its root, the
+        split, the number of samples and ``fingerprint``, a hash of every sample's id and the
+        names (relative to the root) and sizes of its files. Files are stat-ed, not read."""
+        digest = hashlib.sha256()
+        for ref in sorted(self.refs, key=lambda r: r.id):
+            digest.update(ref.id.encode() + b"\0")
+            for name, entry in sorted(self.companion_paths(ref).items()):
+                for path in entry if isinstance(entry, (tuple, list)) else (entry,):
+                    path = Path(path)
+                    try:
+                        size = path.stat().st_size
+                        where = path.relative_to(self.root).as_posix()
+                    except (OSError, ValueError):
+                        size, where = -1, path.name
+                    digest.update(f"{name}:{where}:{size}\0".encode())
+        return {"dataset": self.info.name, "root": str(Path(self.root).expanduser().resolve()), "split": self.split,
+                "samples": len(self.refs), "fingerprint": digest.hexdigest()[:16]}
+
     def check_finite(self, ref: SampleRef, sample: dict[str, Any]) -> None:
         """Raise :class:`DataError` naming the file(s) if a tensor of ``sample`` holds NaN or
         infinite values (only floating-point tensors are scanned)."""
@@ -244,6 +268,17 @@ def _lookup(name: str) -> str:
     if name not in _DATASETS:
         raise ConfigError(f"unknown data set {name!r}; known: {', '.join(dataset_names())}")
     return name
+
+
+def data_root_containing(path: str | Path) -> Path | None:
+    """The root of a data set (in any registered layout, by its ``layout_markers``) that is
+    ``path`` or one of its parents, or None."""
+    path = Path(path).expanduser().absolute()
+    markers = [info.layout_markers for info in _INFOS.values() if info.layout_markers]
+    for folder in (path, *path.parents):
+        if any(all((folder / m).exists() for m in group) for group in markers):
+            return folder
+    return None
 
 
 def dataset_info(name: str) -> DatasetInfo:

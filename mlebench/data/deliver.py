@@ -76,6 +76,7 @@ DELIVER_INFO = DatasetInfo(
     cases=WEATHERS + SENSOR_FAILURES,
     default_modalities=("rgb", "depth", "event", "lidar"),
     miou_convention="deliver",
+    layout_markers=("img", "semantic"),
 )
 
 # Stored label values the loader accepts: 0 (unlabelled), 1..25, 255.

@@ -115,6 +115,7 @@ MCUBES_INFO = DatasetInfo(
     splits=("train", "val", "test", "reference-val"),
     cases=(),
     miou_convention="deliver",
+    layout_markers=("polL_color", LABEL_FOLDER),
     notes=(
         f"left {MCUBES_LEFT_CROP} columns cropped as in the reference; CMNeXt's 'val' is our "
         "'test' split (its loader reads list_folder/test.txt for val)"

@@ -143,6 +143,7 @@ MUSES_INFO = DatasetInfo(
     cases=WEATHERS + DAYTIMES,
     default_modalities=("frame", "event", "lidar"),
     miou_convention="deliver",
+    layout_markers=(FRAME_FOLDER, LABEL_FOLDER),
     notes=(
         "event/lidar read from the SDK's projected_to_rgb/ output (run "
         "scripts/project_sensors_to_rgb.py --lidar --event_camera first); test labels are "

@@ -11,13 +11,17 @@ unless every check passes.
 
 from __future__ import annotations
 
+import io
+import os
+import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mlebench.errors import ConfigError
-from mlebench.fsutil import atomic_path
+from mlebench.errors import ConfigError, OutputError
+from mlebench.fsutil import write_bytes_atomically
 from mlebench.method import SegmentationMethod
 from mlebench.results.provenance import package_versions
 from mlebench.weights import load_tensor_file
@@ -48,10 +52,39 @@ def save_checkpoint(method: SegmentationMethod, path: str | Path, extra: dict[st
         "state_dict": method.trainable_state_dict(),
         "extra": extra or {},
     }
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return path
+    # Serialised in memory first: torch.save onto a full disk fails with an internal error
+    # ("unexpected pos ..."); a plain write fails with the errno that says what happened.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return write_bytes_atomically(path, buffer.getvalue())
+
+
+def checkpoint_bytes(method: SegmentationMethod) -> int:
+    """About how big ``method``'s training checkpoint gets: its trainable tensors and AdamW's
+    two moments for each (float32), for the free-space check before training."""
+    return 3 * sum(t.numel() * 4 for t in method.trainable_state_dict().values())
+
+
+def rescue_path(path: str | Path) -> Path:
+    """Where weights go when their checkpoint path cannot take them: the temporary folder."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return Path(tempfile.gettempdir()) / "mlebench-rescued" / f"{Path(path).stem}-{stamp}-{os.getpid()}.pt"
+
+
+def save_or_rescue(method: SegmentationMethod, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """:func:`save_checkpoint`; when ``path`` cannot be written (a full disk, a folder gone
+    read-only), the weights are written to :func:`rescue_path` instead and the error says both,
+    so that a long training run is never lost to a write that fails at its end."""
+    try:
+        return save_checkpoint(method, path, extra)
+    except OutputError as exc:
+        rescue = rescue_path(path)
+        try:
+            save_checkpoint(method, rescue, extra)
+        except OutputError as again:
+            raise OutputError(f"{exc}; the trained weights could not be kept elsewhere either ({again})") from exc
+        raise OutputError(f"{exc}; the trained weights were written to {rescue} instead (continue with "
+                          f"--save-checkpoint {rescue} --resume, or move it where it belongs)") from exc
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -24,13 +24,14 @@ from mlebench.data.check import check_eval_files
 from mlebench.data.show import predictions_figure
 from mlebench.data.synthetic import announce_synthetic, resolved_root
 from mlebench.distributed import init_distributed, rank, world_size
-from mlebench.engine.checkpoint import load_checkpoint
+from mlebench.engine.checkpoint import checkpoint_bytes, load_checkpoint
 from mlebench.engine.evaluate import evaluate_cases, missing_policy
 from mlebench.engine.progress import CountingDataset
 from mlebench.engine.recipe import eval_workers, train_config
 from mlebench.engine.train import check_resume, train
 from mlebench.fsutil import atomic_path
-from mlebench.outputs import check_checkpoint_target, check_writable_dir, check_writable_file
+from mlebench.errors import OutputError
+from mlebench.outputs import CHECKPOINT, guard_output, probe_folder, require_space
 from mlebench.protocols import CaseResult, SummaryRow, get_protocol
 from mlebench.registry import build_method
 from mlebench.results import ResultRow, ResultsStore, case_counts, git_commit, package_versions, result_rows
@@ -62,6 +63,22 @@ def _checkpoint_option(spec: RunSpec) -> str:
     return "--save-checkpoint" if spec.save_checkpoint is not None else "the default checkpoint path"
 
 
+def _guard_checkpoint(spec: RunSpec, path: Path) -> None:
+    """Training may write its checkpoint at ``path``: never over a store, a data set, a
+    directory or another kind of file, and the folder takes a file (probed)."""
+    guard_output(path, _checkpoint_option(spec), CHECKPOINT, replaces=(CHECKPOINT,),
+                 data_roots=[r for r in [resolved_root(spec.dataset, spec.data_root)] if r is not None],
+                 inputs=[(spec.results, "results store (--results)")])
+
+
+def _guard_store(path: Path) -> None:
+    """``--results``: written in place, so its folder must take files; an existing path must be
+    a file (the store refuses a file that is not an mlebench store when it opens it)."""
+    if Path(path).is_dir():
+        raise OutputError(f"--results {path} is a directory; give a file path")
+    probe_folder(Path(path).parent, "--results", Path(path))
+
+
 def _start(spec: RunSpec, job: str, echo: Echo, progress: bool,
            report: Echo | None) -> tuple[Echo, bool, Echo | None]:
     """Check the whole run (once), then join torchrun's process group if there is one; ranks
@@ -82,11 +99,12 @@ def train_job(spec: RunSpec, echo: Echo = print, progress: bool = False, report:
     info = dataset_info(spec.dataset)
     modalities = tuple(spec.train_modalities or info.defaults)
     out = spec.save_checkpoint or default_train_checkpoint(spec, modalities)
-    check_checkpoint_target(out, resolved_root(spec.dataset, spec.data_root), _checkpoint_option(spec))
+    _guard_checkpoint(spec, out)
     announce_synthetic(spec.dataset, spec.data_root, echo)
     train_set = load_dataset(spec.dataset, spec.data_root, "train", modalities)
     torch.manual_seed(spec.seed)
     method = build_method(spec.method, info, modalities, spec.preset, **spec.method_options)
+    require_space(out, _checkpoint_option(spec), checkpoint_bytes(method))
     config = train_config(spec, len(train_set), method)
     if spec.resume:
         check_resume(method, out, config)
@@ -114,16 +132,18 @@ def run_job(spec: RunSpec, echo: Echo = print, progress: bool = False, report: E
     protocol = get_protocol(spec.protocol, **spec.protocol_options)
     cases = protocol.cases(modalities, info)
     if rank() == 0:
-        check_writable_file(spec.results, "--results", in_place=True)
-        check_writable_dir(RUNS_DIR, "the runs folder (checkpoints and figures)")
+        _guard_store(spec.results)
+        probe_folder(RUNS_DIR, "the runs folder (checkpoints and figures)", RUNS_DIR)
         if spec.checkpoint is None and spec.save_checkpoint is not None:
-            check_checkpoint_target(spec.save_checkpoint, resolved_root(spec.dataset, spec.data_root))
+            _guard_checkpoint(spec, spec.save_checkpoint)
     announce_synthetic(spec.dataset, spec.data_root, echo)
     eval_set = load_dataset(spec.dataset, spec.data_root, spec.eval_split, modalities)
     check_eval_files(eval_set)  # a broken evaluation file is found now, not after training
     train_set = None if spec.checkpoint else load_dataset(spec.dataset, eval_set.root, "train", modalities)
     torch.manual_seed(spec.seed)
     method = build_method(spec.method, info, modalities, spec.preset, **spec.method_options)
+    if train_set is not None and rank() == 0:
+        require_space(spec.save_checkpoint or RUNS_DIR / "<run id>.pt", _checkpoint_option(spec), checkpoint_bytes(method))
     config = train_config(spec, len(train_set), method) if train_set is not None else None
     if spec.checkpoint is not None:
         load_checkpoint(method, spec.checkpoint)  # a mismatch fails here, before anything is written
@@ -141,6 +161,7 @@ def run_job(spec: RunSpec, echo: Echo = print, progress: bool = False, report: E
                 "train": dataclasses.asdict(config) if config else None,
                 "checkpoint": str(spec.checkpoint) if spec.checkpoint else None,
                 "eval_split": spec.eval_split, "eval_size": method.eval_size(method.preset),
+                "data": eval_set.identity(),
                 "missing_modality": missing_policy(method),
                 "frozen_source": method.frozen_source, "miou_convention": info.miou_convention,
                 "feature_cache": spec.feature_cache, "world_size": world_size(),

@@ -34,7 +34,7 @@ from mlebench.data.augment import TrainAugment, TrainingView
 from mlebench.config import TrainConfig
 from mlebench.distributed import is_distributed, world_size
 from mlebench.distributed import rank as process_rank
-from mlebench.engine.checkpoint import checkpoint_identity, load_checkpoint, read_checkpoint, save_checkpoint
+from mlebench.engine.checkpoint import checkpoint_identity, load_checkpoint, read_checkpoint, save_or_rescue
 from mlebench.engine.progress import ProgressLines
 from mlebench.errors import ConfigError, MlebenchError
 from mlebench.method import SegmentationMethod
@@ -212,7 +212,7 @@ def train(
         if checkpoint is not None and rank == 0 and (due or done == config.steps):
             if not math.isfinite(float(loss.detach())):
                 raise NonFiniteLoss(f"loss became non-finite at step {done}; {kept()} (try a lower learning rate)")
-            save_checkpoint(
+            save_or_rescue(
                 method, checkpoint,
                 extra={"step": done, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                        "rng": torch.get_rng_state(), "train_config": dataclasses.asdict(config)},

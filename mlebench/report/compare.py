@@ -38,6 +38,27 @@ def _run(store: ResultsStore, run_id: str) -> Any:
     return run
 
 
+class OtherData(ConfigError):
+    """Two runs were evaluated on different data (their fingerprints differ)."""
+
+
+def check_same_data(run_a: str, config_a: dict[str, Any], run_b: str, config_b: dict[str, Any]) -> None:
+    """Refuse a pairing of runs whose data identities (recorded by every run since they were
+    introduced, see :meth:`mlebench.data.base.MultiModalDataset.identity`) differ: the same
+    sample ids on other images would pair unrelated numbers. Runs that record none are paired by
+    sample id alone, as before."""
+    ida, idb = (config_a or {}).get("data"), (config_b or {}).get("data")
+    if not ida or not idb or ida.get("fingerprint") == idb.get("fingerprint"):
+        return
+    raise OtherData(f"runs {run_a} and {run_b} were evaluated on different data ({_where(ida)} vs {_where(idb)}); "
+                    "a paired comparison needs the same images")
+
+
+def _where(identity: dict[str, Any]) -> str:
+    return (f"{identity.get('dataset')}/{identity.get('split')} at {identity.get('root')}, "
+            f"{identity.get('samples')} samples, fingerprint {identity.get('fingerprint')}")
+
+
 def _case_key(c: CaseCounts) -> tuple[str, str, str]:
     return (",".join(c.key.test_modalities), c.key.condition, c.key.corruption)
 
@@ -45,11 +66,14 @@ def _case_key(c: CaseCounts) -> tuple[str, str, str]:
 def compare_runs(store: ResultsStore, run_a: str, run_b: str, resamples: int = 1000, seed: int = 0,
                  level: float = 0.95) -> pd.DataFrame:
     """One row per shared case and summary metric: ``a``, ``b``, ``b - a`` with interval and p."""
+    if run_a == run_b:
+        raise ConfigError(f"RUN_A and RUN_B are the same run ({run_a}); compare two different runs")
     a, b = _run(store, run_a), _run(store, run_b)
     for field, what in (("dataset", "data sets"), ("split", "splits"), ("miou_convention", "mIoU conventions")):
         if a[field] != b[field]:
             raise ConfigError(f"runs {run_a} and {run_b} are on different {what} "
                               f"({a[field]} vs {b[field]}); they cannot be compared")
+    check_same_data(run_a, a["config"], run_b, b["config"])
     counts_a, counts_b = store.case_counts(run_a), store.case_counts(run_b)
     for run_id, counts in ((run_a, counts_a), (run_b, counts_b)):
         if not counts:

@@ -3,7 +3,6 @@ comparisons."""
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import pandas as pd
@@ -34,6 +33,16 @@ def headline_rows(results: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         if not full.empty:
             picked.append(full.iloc[0])
     return pd.DataFrame(picked)
+
+
+def _mean_std(values: pd.Series, table: bool = False) -> str:
+    """``mean ± std`` over seeds in percent; one finished seed has no spread to show (its value
+    alone, said so) rather than ``± nan``."""
+    if len(values) < 2:
+        return f"{100 * values.mean():7.2f} (1 seed)" if table else f"{100 * values.mean():.2f} (one finished seed)"
+    std = values.std(ddof=1)
+    return (f"{100 * values.mean():7.2f} ± {100 * std:5.2f}" if table
+            else f"{100 * values.mean():.2f} ± {100 * std:.2f} (mean ± std)")
 
 
 def format_run_list(store: ResultsStore) -> str:
@@ -77,9 +86,7 @@ def format_seed_summary(store: ResultsStore, group: str, headline_only: bool = F
         heads = headline_rows(results, members)
         if heads.empty:
             return title
-        values = heads["value"]
-        std = values.std(ddof=1) if len(values) > 1 else math.nan
-        return f"{title}: {heads.iloc[0]['metric']} {100 * values.mean():.2f} ± {100 * std:.2f} (mean ± std)"
+        return f"{title}: {heads.iloc[0]['metric']} {_mean_std(heads['value'])}"
     lines = [title]
     width = 8 + 26 * len(members)
     key = ["protocol", "test_modalities", "condition", "corruption", "metric"]
@@ -91,10 +98,8 @@ def format_seed_summary(store: ResultsStore, group: str, headline_only: bool = F
         for run_id in members["id"]:
             r = by_run.get(run_id)
             cells.append(f"{_pct(r.value)} {_interval(r.ci_low, r.ci_high):>17}" if r else f"{'':>24}")
-        values = frame["value"]
-        std = values.std(ddof=1) if len(values) > 1 else math.nan
         label = case_label(case[1], case[2], case[3], metric=case[4])
-        lines.append(f"{label:<34} " + " ".join(cells) + f"  {100 * values.mean():7.2f} ± {100 * std:5.2f}")
+        lines.append(f"{label:<34} " + " ".join(cells) + f"  {_mean_std(frame['value'], table=True)}")
     return "\n".join(lines)
 
 

@@ -138,6 +138,9 @@ def _build(spec: TableSpec, frame: pd.DataFrame, dataset: str, split: str, optio
     if marks:
         notes.append(f"↑/↓: better/worse than {options.reference} on the same images (paired bootstrap, "
                      f"p < {SIGNIFICANCE}).")
+    if pairs is not None and pairs.other_data:
+        notes.append(f"Runs evaluated on other data than {options.reference}'s run (another data root or set of "
+                     "images) are not marked: they cannot be paired.")
     if options.seeds and (stats["n"] > 1).any():
         notes.append("mean ± standard deviation over training seeds.")
     elif options.ci:
@@ -237,6 +240,7 @@ class _SignificanceCache:
     def __init__(self, store: ResultsStore) -> None:
         self.store = store
         self.cache: dict[tuple[str, str], pd.DataFrame | None] = {}
+        self.other_data = False  # some reference run was evaluated on other data: left unmarked
 
     def mark(self, row: Any, reference: str, frame: pd.DataFrame) -> str:
         runs = frame.drop_duplicates("run_id").set_index("run_id")
@@ -249,10 +253,13 @@ class _SignificanceCache:
         ref_run = same.index[-1]
         pair = (ref_run, row.run_id)
         if pair not in self.cache:
-            from mlebench.report.compare import compare_runs
+            from mlebench.report.compare import OtherData, compare_runs
 
             try:
                 self.cache[pair] = compare_runs(self.store, ref_run, row.run_id)
+            except OtherData:
+                self.cache[pair] = None
+                self.other_data = True
             except ConfigError:
                 self.cache[pair] = None
         found = self.cache[pair]

@@ -20,6 +20,18 @@ from mlebench.results.schema import (
     _SQLITE_READONLY, APPLICATION_ID, BUSY_TIMEOUT_S, SCHEMA_VERSION,
 )  # fmt: skip
 
+_SQLITE_IOERR, _SQLITE_FULL = 10, 13
+_SHM_PAGE = 32 * 1024  # a -shm file grows in pieces of this size
+
+
+def _disk_full(folder: Path) -> bool:
+    """Whether ``folder``'s file system has (next to) no space left: SQLite reports a full disk
+    while it grows its -shm file as a plain "disk I/O error"."""
+    try:
+        return shutil.disk_usage(folder).free < 2 * _SHM_PAGE
+    except OSError:
+        return False
+
 
 class SQLiteFile:
     """The SQLite file under a results store: opening (for writing, read-only, refusing foreign,
@@ -78,10 +90,26 @@ class SQLiteFile:
         if primary == _SQLITE_READONLY or (primary is None and "readonly" in text):
             return ConfigError(f"cannot write results file {self.path}: {text} (the file or its folder "
                                f"{self.path.parent} is read-only)")
+        if primary == _SQLITE_FULL or (primary == _SQLITE_IOERR and _disk_full(self.path.parent)):
+            if writing:
+                self._remove_broken_shm()
+                return ConfigError(f"cannot write results file {self.path}: the disk is full (no space left on "
+                                   f"device in {self.path.parent}); nothing was written and the file is as it was")
+            return ConfigError(f"cannot read results file {self.path}: the disk is full (no space left on device "
+                               f"in {self.path.parent}; SQLite needs a little to read)")
         if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
             return ConfigError(f"results file {self.path} stayed locked by another process for "
                                f"{BUSY_TIMEOUT_S:.0f} s: {text}")
         return ConfigError(f"cannot {'write' if writing else 'read'} results file {self.path}: {text}")
+
+    def _remove_broken_shm(self) -> None:
+        """A write that ran out of space can leave a -shm file too short to be one (SQLite's is a
+        multiple of 32 KiB); every later reader would fail on it with "disk I/O error". Such a
+        file holds nothing: remove it (SQLite makes a new one)."""
+        shm = Path(f"{self.path}-shm")
+        with contextlib.suppress(OSError):
+            if shm.stat().st_size % _SHM_PAGE:
+                shm.unlink()
 
     def _check_header(self) -> bool:
         """Refuse a foreign file from its first 100 bytes; False for an empty file."""
@@ -159,7 +187,7 @@ class SQLiteFile:
                     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             except sqlite3.OperationalError as exc:
                 code = getattr(exc, "sqlite_errorcode", None)
-                if code is not None and code & 0xFF not in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
+                if code is not None and code & 0xFF not in (_SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_IOERR):
                     raise
                 wal = Path(f"{self.path}-wal")
                 if not wal.exists() or wal.stat().st_size == 0:
