@@ -56,10 +56,17 @@ def _data_root_of(path: Path, data_roots: Sequence[Path]) -> Path | None:
     return data_root_containing(resolved)
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long: nothing can be there (writing it says why)
+        return False
+
+
 def identify(path: Path, data_roots: Sequence[Path] = ()) -> Found | None:
     """What ``path`` holds now, or None when nothing is there."""
     path = Path(path).expanduser()
-    if not path.exists():
+    if not _exists(path):
         return None
     root = _data_root_of(path, data_roots)
     if root is not None:
@@ -75,6 +82,8 @@ def identify(path: Path, data_roots: Sequence[Path] = ()) -> Found | None:
         return Found(STORE, description)
     if kind in ("torch", "pickle"):
         return Found(CHECKPOINT, f"{description}: a checkpoint or weights")
+    if kind == "empty":
+        return None  # nothing to lose (a store adopts an empty file)
     return Found("file", description)
 
 
@@ -95,7 +104,7 @@ def _nearest_existing(path: Path) -> Path:
         try:
             candidate.lstat()
             return candidate
-        except OSError:
+        except OSError:  # absent, or a name too long: look further up
             continue
     return path
 
@@ -144,9 +153,13 @@ def guard_folder(path: Path, option: str) -> Path:
     and its parent can be created and written (the command's own rule decides about what is
     inside an existing folder)."""
     path = Path(path).expanduser()
-    if path.exists() and not path.is_dir():
+    if _exists(path) and not path.is_dir():
         found = identify(path)
         raise OutputError(f"{option} {path} is {found.description if found else 'a file'}, not a folder")
+    outer = _data_root_of(path.parent, ())
+    if outer is not None:
+        raise OutputError(f"{option} {path} is inside the data set folder {outer}; write outside the data")
+    check_name(path, option)
     probe_folder(path.parent, option, path)
     return path
 
@@ -168,15 +181,34 @@ def guard_output(path: Path, option: str, writes: str, *, replaces: Sequence[str
     for other, what in inputs:
         if other is not None and same_file(path, other):
             raise OutputError(f"{option} {path} is the {what} this command reads; writing there would destroy it")
+    root = _data_root_of(path, data_roots)
+    if root is not None:
+        what = "the data set folder" if path.resolve() == root else "inside the data set folder"
+        raise OutputError(f"{option} {path} is {what} {root}; write outside the data")
     found = identify(path, data_roots)
     if found is not None:
         if found.kind == DIRECTORY:
             raise OutputError(f"{option} {path} is a directory; give a file path")
-        if found.kind == DATA:
-            raise OutputError(f"{option} {path} is {found.description}; write outside the data")
-        if found.kind in (STORE, CHECKPOINT) and found.kind not in replaces and not (force and found.kind == writes):
+        # A checkpoint writer replaces nothing but what its rule allows: an existing file of any
+        # other kind (notes, an image) is something of the user's. Writers of reports, exports and
+        # figures may replace an ordinary file (an older report), never a store or a checkpoint.
+        precious = (STORE, CHECKPOINT) if writes not in (STORE, CHECKPOINT) else (STORE, CHECKPOINT, "file")
+        if found.kind in precious and found.kind not in replaces and not (force and found.kind == writes):
             hint = "; add --force to replace it" if found.kind == writes else ""
             raise OutputError(f"{option} {path} is {found.description}; writing the {writes} there would destroy "
                               f"it{hint}")
+    check_name(path, option)
     probe_folder(path.parent, option, path, expected_bytes)
     return path
+
+
+def check_name(path: Path, option: str) -> None:
+    """The file system takes ``path``'s name (the probe writes under another name)."""
+    anchor = _nearest_existing(path.parent)
+    try:
+        limit = os.pathconf(anchor if anchor.is_dir() else anchor.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return
+    if len(path.name.encode()) > limit:
+        raise OutputError(f"{option} {path} cannot be written: the name is too long ({len(path.name.encode())} "
+                          f"bytes; the file system takes {limit})")

@@ -33,7 +33,7 @@ from mlebench.data.synthetic import ensure_synthetic
 from mlebench.engine.train import train
 from mlebench.errors import ConfigError
 from mlebench.fsutil import atomic_path
-from mlebench.outputs import CHECKPOINT, guard_output
+from mlebench.outputs import CHECKPOINT, check_name, guard_output
 from mlebench.registry import build_method, method_entry
 from mlebench.results.provenance import package_versions
 from mlebench.weights import sha256
@@ -81,6 +81,7 @@ def check_output(out: Path, force: bool = False) -> None:
         raise ConfigError(f"--out {out}: the weights need another suffix than .json (the record is written "
                           "beside them as .json)")
     record = sidecar_path(out)
+    check_name(record, "--out (the record beside it)")
     if record.exists() and _stand_in_record(record) is None:
         raise ConfigError(f"{record} exists and is not a stand-in record; refusing to overwrite it "
                           "(give another --out)")

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlebench.data.deliver import deliver_file
 from mlebench.data.synthetic import generate_synthetic
 from mlebench.engine.checkpoint import save_checkpoint
 from mlebench.results import ResultsStore
 
-from .helpers import COPIED_FROM, invoke, perturbed_method
+from .helpers import COPIED_FROM, deliver_path, invoke, perturbed_method
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -87,7 +86,7 @@ def deliver_arrays(index: int) -> dict[str, np.ndarray]:
 def write_deliver(root: Path) -> Path:
     for index, (weather, split, scene, frame) in enumerate(DELIVER_SAMPLES):
         for modality, array in deliver_arrays(index).items():
-            save_png(deliver_file(root, modality, weather, split, scene, frame), array)
+            save_png(deliver_path(root, modality, weather, split, scene, frame), array)
     return root
 
 
@@ -172,3 +171,26 @@ def evaluated(counts_synthetic: Path, counts_checkpoints, tmp_path_factory: pyte
         assert result.exit_code == 0, result.output
         ids.append(ResultsStore(db).runs()["id"].iloc[0])
     return db, ids
+
+
+@pytest.fixture()
+def tmpfs(tmp_path: Path):
+    """``tmpfs(name, size="256k", readonly=False, full=False) -> Path``: a real file system of its
+    own for this test (unmounted afterwards); the test skips where mounting is not allowed (not
+    root), except under CI, where it fails."""
+    from .helpers import NO_MOUNT, fill, mount_tmpfs, unmount
+
+    mounted: list[Path] = []
+
+    def make(name: str, size: str = "256k", readonly: bool = False, full: bool = False) -> Path:
+        folder = tmp_path / "mnt" / name
+        if not mount_tmpfs(folder, size, readonly):
+            pytest.skip(NO_MOUNT)
+        mounted.append(folder)
+        if full:
+            fill(folder)
+        return folder
+
+    yield make
+    for folder in reversed(mounted):
+        unmount(folder)

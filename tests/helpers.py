@@ -17,6 +17,24 @@ from mlebench.data import dataset_info, load_dataset
 from mlebench.registry import build_method
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Where DELIVER keeps each file, written out from the release's layout and its reference loader
+# (jamycheung/DELIVER, semseg/datasets/deliver.py: depth = rgb.replace('/img', '/hha')
+# .replace('_rgb', '_depth'), likewise lidar, event, semantic) — never taken from the loader's
+# own table, so that a swapped folder or suffix there cannot stay consistent with the fixtures.
+DELIVER_LAYOUT = {
+    "rgb": "img/{weather}/{split}/{scene}/{frame}_rgb_front.png",
+    "depth": "hha/{weather}/{split}/{scene}/{frame}_depth_front.png",
+    "depth_raw": "depth/{weather}/{split}/{scene}/{frame}_depth_front.png",
+    "event": "event/{weather}/{split}/{scene}/{frame}_event_front.png",
+    "lidar": "lidar/{weather}/{split}/{scene}/{frame}_lidar_front.png",
+    "label": "semantic/{weather}/{split}/{scene}/{frame}_semantic_front.png",
+}
+
+
+def deliver_path(root: Path, modality: str, weather: str, split: str, scene: str, frame: str) -> Path:
+    """The file of ``modality`` (or ``"label"``) of one DELIVER sample, by :data:`DELIVER_LAYOUT`."""
+    return Path(root) / DELIVER_LAYOUT[modality].format(weather=weather, split=split, scene=scene, frame=frame)
 FAST = ["--weights", "none"]
 RDEL = ("rgb", "depth", "event", "lidar")
 
@@ -93,3 +111,42 @@ def first_val(root: Path) -> tuple[str, str, str, str]:
 def png(path: Path, size: int) -> Path:
     Image.fromarray(np.zeros((size, size, 3), dtype=np.uint8)).save(path)
     return path
+
+
+# -- real read-only and full file systems (tmpfs mounts; root only) ------------------------------
+
+
+def mount_tmpfs(folder: Path, size: str = "256k", readonly: bool = False) -> bool:
+    """Mount a tmpfs of ``size`` at ``folder`` (made here); False where mounting is not allowed
+    (not root). Under CI, which runs as root, a refusal is a failure: these cases must run there."""
+    import subprocess
+
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if readonly else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
+    if done.returncode != 0:
+        if "CI" in os.environ:
+            pytest.fail(f"CI runs as root and must mount a tmpfs at {folder}: {done.stderr.strip()}")
+        return False
+    return True
+
+
+def unmount(folder: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", str(folder)], capture_output=True, check=False)
+
+
+def fill(folder: Path) -> None:
+    """Write into ``folder`` until its file system is full."""
+    try:
+        with open(folder / ".filler", "wb") as fh:
+            while True:
+                fh.write(bytes(4096))
+    except OSError:
+        pass
+
+
+NO_MOUNT = "needs root to mount a tmpfs (read-only and full disks): run the tests as root, as CI does"

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from scipy import stats as scipy_stats
@@ -14,6 +16,7 @@ from scipy import stats as scipy_stats
 from mlebench.registry import method_names
 from mlebench import gate
 from mlebench.cli import main
+from mlebench.errors import ConfigError
 from mlebench.gate import DEFAULT_BASELINE, CaseMeasure, GateSetup, allowed_drop, compare_with_baseline, read_baseline
 
 from .helpers import invoke
@@ -89,7 +92,8 @@ def test_doctored_baseline_fails_with_a_table(tmp_path: Path):
     data = read_baseline(DEFAULT_BASELINE)
     for case in data["cases"]:
         if (case["method"], case["protocol"], case["case"], case["metric"]) == FULL:
-            case["mean"] += 10.0
+            case["mean"] += 10.0  # every seed 10 points higher: the same spread, so the same tolerance
+            case["seeds"] = {seed: value + 10.0 for seed, value in case["seeds"].items()}
     doctored = tmp_path / "doctored.json"
     doctored.write_text(json.dumps(data))
     result = CliRunner().invoke(main, ["check", "--methods", "mlesam", "--baseline", str(doctored)])
@@ -123,7 +127,44 @@ def test_measurement_is_deterministic():
     assert first == second and len(first) == 20
 
 
+def test_a_nan_in_the_new_run_is_a_fall_not_a_pass():
+    base = _baseline({FULL: 20.0})
+    result = compare_with_baseline({FULL: CaseMeasure(math.nan, math.nan, math.nan)}, base, ["mlesam"])
+    assert list(result.table.status) == ["fell"] and not result.passed
+
+
+def _seeded_case(**changes) -> dict:
+    seeds = {"0": 20.0, "1": 21.0, "2": 19.0, "3": 20.5}
+    values = list(seeds.values())
+    mean = sum(values) / 4
+    sd = float(np.std(values, ddof=1))
+    case = {"method": "mlesam", "protocol": "full", "case": "rgb|all|none", "metric": "miou", "seeds": seeds,
+            "mean": mean, "sd": sd, "thread_delta": 0.1, "allowed_drop": allowed_drop((mean, sd, 4), 0.1)}
+    return {**case, **changes}
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({}, None),
+    ({"mean": 20.5}, "mean 20.5 is not the mean of its seeds (20.125)"),
+    ({"allowed_drop": 0.01}, "allowed_drop 0.01 does not follow the rule"),
+    ({"mean": math.nan}, "mean is nan, not a finite number"),
+    ({"allowed_drop": math.inf}, "allowed_drop is inf, not a finite number"),
+    ({"seeds": {"0": 20.0, "1": math.nan}}, "its seeds hold a value that is not a finite number"),
+], ids=["sound", "mean", "tolerance", "nan-mean", "inf-tolerance", "nan-seed"])
+def test_a_baseline_whose_numbers_are_not_its_seeds_is_refused(tmp_path: Path, changes: dict, message):
+    """A NaN switches a case off (every comparison with NaN is false); a hand-edited mean or
+    tolerance moves the gate silently: the baseline is refused, naming the case."""
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"format": 1, "setup": {}, "cases": [_seeded_case(**changes)]}))
+    if message is None:
+        assert read_baseline(path)["cases"][0]["mean"] == 20.125
+        return
+    with pytest.raises(ConfigError, match=re.escape(f"mlesam full rgb|all|none miou: {message}")):
+        read_baseline(path)
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # every method trains: only a hang reaches this, not a loaded machine
 def test_check_passes_on_main():
     """The gate itself, as CI runs it: every registered method against the committed baseline."""
     result = CliRunner().invoke(main, ["check"])

@@ -213,6 +213,10 @@ def test_bootstrap_p_value_formula_by_hand():
     assert bootstrap_p_value(np.append(d, np.nan)) == pytest.approx(0.8)  # NaN ignored
     # All positive: 2 * (0 + 1) / (9 + 1) = 0.2
     assert bootstrap_p_value(np.arange(1, 10) / 10) == pytest.approx(0.2)
+    # Mostly negative, so the upper tail is the smaller one: #{d <= 0} = 5, #{d >= 0} = 1 (R = 6)
+    # -> 2 * min(6/7, 2/7) = 4/7; a formula that always took the lower tail would give 1.
+    assert bootstrap_p_value(np.array([-0.5, -0.4, -0.3, -0.2, -0.1, 0.1])) == pytest.approx(4 / 7)
+    assert bootstrap_p_value(-np.arange(1, 10) / 10) == pytest.approx(0.2)  # all negative
     assert bootstrap_p_value(np.zeros(9)) == 1.0
     assert math.isnan(bootstrap_p_value(np.array([np.nan])))
 

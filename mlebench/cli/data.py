@@ -19,7 +19,8 @@ def data() -> None:
 
 
 @data.command("synth")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="The folder to write (a previous synthetic set there is replaced; nothing else is).")
 @click.option("--size", type=click.IntRange(32, 4096), default=256, show_default=True)
 @click.option("--n-train", type=click.IntRange(1), default=300, show_default=True)
 @click.option("--n-val", type=click.IntRange(1), default=100, show_default=True)

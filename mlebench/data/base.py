@@ -275,8 +275,15 @@ def data_root_containing(path: str | Path) -> Path | None:
     ``path`` or one of its parents, or None."""
     path = Path(path).expanduser().absolute()
     markers = [info.layout_markers for info in _INFOS.values() if info.layout_markers]
+
+    def exists(p: Path) -> bool:
+        try:
+            return p.exists()
+        except OSError:  # a name too long, a loop: not a data set
+            return False
+
     for folder in (path, *path.parents):
-        if any(all((folder / m).exists() for m in group) for group in markers):
+        if any(all(exists(folder / m) for m in group) for group in markers):
             return folder
     return None
 

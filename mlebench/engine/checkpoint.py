@@ -68,7 +68,7 @@ def checkpoint_bytes(method: SegmentationMethod) -> int:
 def rescue_path(path: str | Path) -> Path:
     """Where weights go when their checkpoint path cannot take them: the temporary folder."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    return Path(tempfile.gettempdir()) / "mlebench-rescued" / f"{Path(path).stem}-{stamp}-{os.getpid()}.pt"
+    return Path(tempfile.gettempdir()) / "mlebench-rescued" / f"{Path(path).stem[:64]}-{stamp}-{os.getpid()}.pt"
 
 
 def save_or_rescue(method: SegmentationMethod, path: str | Path, extra: dict[str, Any] | None = None) -> Path:

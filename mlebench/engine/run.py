@@ -30,8 +30,7 @@ from mlebench.engine.progress import CountingDataset
 from mlebench.engine.recipe import eval_workers, train_config
 from mlebench.engine.train import check_resume, train
 from mlebench.fsutil import atomic_path
-from mlebench.errors import OutputError
-from mlebench.outputs import CHECKPOINT, guard_output, probe_folder, require_space
+from mlebench.outputs import CHECKPOINT, STORE, guard_output, probe_folder, require_space
 from mlebench.protocols import CaseResult, SummaryRow, get_protocol
 from mlebench.registry import build_method
 from mlebench.results import ResultRow, ResultsStore, case_counts, git_commit, package_versions, result_rows
@@ -63,20 +62,21 @@ def _checkpoint_option(spec: RunSpec) -> str:
     return "--save-checkpoint" if spec.save_checkpoint is not None else "the default checkpoint path"
 
 
-def _guard_checkpoint(spec: RunSpec, path: Path) -> None:
+def _guard_checkpoint(spec: RunSpec, path: Path, with_store: bool) -> None:
     """Training may write its checkpoint at ``path``: never over a store, a data set, a
-    directory or another kind of file, and the folder takes a file (probed)."""
+    directory or another kind of file, and the folder takes a file (probed). ``with_store``: the
+    job also writes ``--results``, which the checkpoint must not be."""
     guard_output(path, _checkpoint_option(spec), CHECKPOINT, replaces=(CHECKPOINT,),
                  data_roots=[r for r in [resolved_root(spec.dataset, spec.data_root)] if r is not None],
-                 inputs=[(spec.results, "results store (--results)")])
+                 inputs=[(spec.results, "results store (--results)")] if with_store else [])
 
 
-def _guard_store(path: Path) -> None:
-    """``--results``: written in place, so its folder must take files; an existing path must be
-    a file (the store refuses a file that is not an mlebench store when it opens it)."""
-    if Path(path).is_dir():
-        raise OutputError(f"--results {path} is a directory; give a file path")
-    probe_folder(Path(path).parent, "--results", Path(path))
+def _guard_store(spec: RunSpec) -> None:
+    """``--results`` is written in place: never a checkpoint, a data set's file or a directory,
+    and its folder must take files (the store itself refuses a file that is not an mlebench
+    store when it opens it)."""
+    guard_output(spec.results, "--results", STORE, replaces=(STORE,),
+                 data_roots=[r for r in [resolved_root(spec.dataset, spec.data_root)] if r is not None])
 
 
 def _start(spec: RunSpec, job: str, echo: Echo, progress: bool,
@@ -99,7 +99,7 @@ def train_job(spec: RunSpec, echo: Echo = print, progress: bool = False, report:
     info = dataset_info(spec.dataset)
     modalities = tuple(spec.train_modalities or info.defaults)
     out = spec.save_checkpoint or default_train_checkpoint(spec, modalities)
-    _guard_checkpoint(spec, out)
+    _guard_checkpoint(spec, out, with_store=False)
     announce_synthetic(spec.dataset, spec.data_root, echo)
     train_set = load_dataset(spec.dataset, spec.data_root, "train", modalities)
     torch.manual_seed(spec.seed)
@@ -132,10 +132,10 @@ def run_job(spec: RunSpec, echo: Echo = print, progress: bool = False, report: E
     protocol = get_protocol(spec.protocol, **spec.protocol_options)
     cases = protocol.cases(modalities, info)
     if rank() == 0:
-        _guard_store(spec.results)
+        _guard_store(spec)
         probe_folder(RUNS_DIR, "the runs folder (checkpoints and figures)", RUNS_DIR)
         if spec.checkpoint is None and spec.save_checkpoint is not None:
-            _guard_checkpoint(spec, spec.save_checkpoint)
+            _guard_checkpoint(spec, spec.save_checkpoint, with_store=True)
     announce_synthetic(spec.dataset, spec.data_root, echo)
     eval_set = load_dataset(spec.dataset, spec.data_root, spec.eval_split, modalities)
     check_eval_files(eval_set)  # a broken evaluation file is found now, not after training

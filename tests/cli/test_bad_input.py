@@ -14,12 +14,11 @@ import pytest
 import torch
 
 from mlebench.config import read_config, validate_sections
-from mlebench.data.deliver import deliver_file
 from mlebench.engine.checkpoint import read_checkpoint
 from mlebench.errors import DataError
 from mlebench.results import ResultsStore
 
-from ..helpers import FAST, first_val, invoke, png, root_of
+from ..helpers import FAST, deliver_path, first_val, invoke, png, root_of
 
 SMALL_TRAINING = "train: {batch_size: 2, crop_size: 64, base_size: 64}\n"
 
@@ -160,45 +159,36 @@ def test_unwritable_output_locations_are_found_before_training(root: Path, work:
             f"--results {blocker / 'r.sqlite'} cannot be created: {blocker} is a file")
     refused(invoke("train", "--data-root", root, "--save-checkpoint", blocker / "sub" / "m.pt", *FAST), 1,
             "--save-checkpoint", "is a file, not a directory")
-    # A read-only folder (root may write anywhere, so the permission answer is simulated there).
-    locked = work / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == locked else real_access(p, mode, **kw))
-    try:
-        refused(invoke(*run, "--results", db, "--save-checkpoint", locked / "m.pt"), 1,
-                f"--save-checkpoint {locked / 'm.pt'} cannot be written: no write permission in {locked}")
-    finally:
-        locked.chmod(0o755)
-    # The runs/ folder (figures, default checkpoints) is blocked by a file.
+    # Read-only and full file systems are real mounts: cli/test_outputs.py. The runs/ folder
+    # (figures, default checkpoints) blocked by a file:
     (work / "runs").write_text("not a folder")
-    refused(invoke(*run, "--results", db), 1, f"the runs folder (checkpoints and figures) {work / 'runs'} "
-            f"cannot be created: {work / 'runs'} is a file")
-    assert not db.exists() and blocker.read_text() == "a regular file" and not any(locked.iterdir())
+    refused(invoke(*run, "--results", db), 1, f"the runs folder (checkpoints and figures) runs "
+            f"cannot be created: runs is a file")
+    assert not db.exists() and blocker.read_text() == "a regular file"
 
 
 def test_a_checkpoint_never_replaces_the_store_an_input_or_a_data_file(root: Path, work: Path):
     db = existing_store(work / "results.sqlite")
     checkpoint = work / "trained.pt"
     checkpoint.write_bytes(b"PK\x03\x04 stands in for a checkpoint")
-    data_file = deliver_file(root, "rgb", *first_val(root))
+    data_file = deliver_path(root, "rgb", *first_val(root))
     notes = work / "notes.txt"
     notes.write_text("my notes")
     before = snapshot(db, checkpoint, data_file, notes)
     run = ["run", "--data-root", root, "--steps", "1", *FAST]
     refused(invoke(*run, "--results", db, "--save-checkpoint", db), 1,
             f"--save-checkpoint {db} is the results store (--results); writing the checkpoint there would destroy it")
-    refused(invoke(*run, "--results", db, "--checkpoint", checkpoint, "--save-checkpoint", checkpoint), 1,
+    evaluate = ["run", "--data-root", root, *FAST]  # nothing is trained: no --steps
+    refused(invoke(*evaluate, "--results", db, "--checkpoint", checkpoint, "--save-checkpoint", checkpoint), 1,
             f"--save-checkpoint {checkpoint} is the --checkpoint being evaluated; writing there would destroy it")
     refused(invoke(*run, "--results", db, "--save-checkpoint", data_file), 1,
             f"--save-checkpoint {data_file} is inside the data set folder {root.resolve()}")
     # `train` has no --results: the file's contents give it away.
     refused(invoke("train", "--data-root", root, "--save-checkpoint", db, *FAST), 1,
-            f"--save-checkpoint {db} is an SQLite database (a results store?); writing the checkpoint there "
+            f"--save-checkpoint {db} is an SQLite database (a results store); writing the checkpoint there "
             "would destroy it")
     refused(invoke("train", "--data-root", root, "--save-checkpoint", notes, *FAST), 1,
-            f"--save-checkpoint {notes} exists and is not a checkpoint; refusing to overwrite it")
+            f"--save-checkpoint {notes} is a text file; writing the checkpoint there would destroy it")
     assert unchanged(before) and ResultsStore(db).runs().empty
 
 
@@ -208,7 +198,7 @@ def test_a_checkpoint_never_replaces_the_store_an_input_or_a_data_file(root: Pat
 def test_a_broken_evaluation_file_is_found_before_training(broken_root: Path, work: Path):
     db, ckpt = work / "r.sqlite", work / "m.pt"
     where = first_val(broken_root)
-    rgb = deliver_file(broken_root, "rgb", *where)
+    rgb = deliver_path(broken_root, "rgb", *where)
     rgb.write_bytes(rgb.read_bytes()[: rgb.stat().st_size // 2])
     result = invoke("run", "--data-root", broken_root, "--steps", "1", "--results", db, "--save-checkpoint", ckpt,
                     *FAST)
@@ -216,10 +206,10 @@ def test_a_broken_evaluation_file_is_found_before_training(broken_root: Path, wo
             "found before anything ran, nothing was written")
     assert "training mlesam" not in result.output and not db.exists() and not ckpt.exists()
     # A modality whose size is not its label's, where the layout says they match.
-    shutil.copy(deliver_file(root_of(broken_root), "rgb", *where), rgb)
-    depth = deliver_file(broken_root, "depth", *where)
+    shutil.copy(deliver_path(root_of(broken_root), "rgb", *where), rgb)
+    depth = deliver_path(broken_root, "depth", *where)
     shutil.copy(png(work / "small.png", 32), depth)
-    label = deliver_file(broken_root, "label", *where)
+    label = deliver_path(broken_root, "label", *where)
     result = invoke("run", "--data-root", broken_root, "--steps", "1", "--results", db, *FAST)
     refused(result, 1, f"depth file {depth} is 32x32, but its label is 64x64")
     # An unreadable label header.

@@ -11,10 +11,9 @@ import torch
 from PIL import Image
 
 from mlebench.data import dataset_info, load_dataset
-from mlebench.data.deliver import deliver_file
 
 from ..conftest import DELIVER_SAMPLES, H, W, deliver_arrays
-from ..helpers import invoke
+from ..helpers import deliver_path, invoke
 
 
 def _panel_cells(image: np.ndarray, rows: int, cols: int) -> list[np.ndarray]:
@@ -66,9 +65,9 @@ def test_check_json_counts_per_split_and_case(deliver_root: Path):
 
 
 def test_check_lists_missing_and_unreadable_files(deliver_root: Path):
-    missing = deliver_file(deliver_root, "event", *DELIVER_SAMPLES[0])
+    missing = deliver_path(deliver_root, "event", *DELIVER_SAMPLES[0])
     missing.unlink()
-    broken = deliver_file(deliver_root, "rgb", *DELIVER_SAMPLES[3])
+    broken = deliver_path(deliver_root, "rgb", *DELIVER_SAMPLES[3])
     broken.write_bytes(broken.read_bytes()[:40])
     result = invoke(
         "data", "check", "--dataset", "deliver", "--data-root", str(deliver_root),
@@ -133,7 +132,7 @@ def test_user_errors_exit_1_without_traceback(tmp_path: Path, deliver_root: Path
     assert result.exit_code == 1
     assert result.output.startswith("Error: deliver: data root")
     assert "Traceback" not in result.output
-    victim = deliver_file(deliver_root, "label", *DELIVER_SAMPLES[3])
+    victim = deliver_path(deliver_root, "label", *DELIVER_SAMPLES[3])
     Image.fromarray(np.full((6, 8), 77, dtype=np.uint8)).save(victim)
     result = invoke("data", "show", "--dataset", "deliver", "--data-root", str(deliver_root), "-o", str(tmp_path / "a.png"))
     assert result.exit_code == 1

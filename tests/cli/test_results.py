@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mlebench.data import load_dataset
 from mlebench.results import ResultsStore
 
 from ..helpers import invoke
@@ -55,3 +56,10 @@ def test_results_list_shows_protocol_seed_split_and_interval(evaluated):
     line = next(ln for ln in listing.splitlines() if ln.startswith(ids[2]))
     assert "conditions" in line and "val" in line and "present" in line
     assert f"{100 * full.value:.2f} [{100 * full.ci_low:.2f}, {100 * full.ci_high:.2f}]" in line
+
+
+def test_every_run_records_what_it_evaluated(evaluated, counts_synthetic):
+    db, ids = evaluated
+    runs = ResultsStore(db).runs().set_index("id")
+    expected = load_dataset("synthetic", counts_synthetic, "val").identity()
+    assert runs.loc[ids[0], "config"]["data"] == expected and expected["samples"] == 6

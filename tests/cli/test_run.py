@@ -167,7 +167,7 @@ import mlebench.engine.train as train_module
 from mlebench.cli import main
 
 KILL_AT = int(os.environ["MLEBENCH_TEST_KILL_AT"])
-real_save = train_module.save_checkpoint
+real_save = train_module.save_or_rescue
 
 
 def save_then_die(method, path, extra=None):
@@ -177,7 +177,7 @@ def save_then_die(method, path, extra=None):
     return out
 
 
-train_module.save_checkpoint = save_then_die
+train_module.save_or_rescue = save_then_die
 main(sys.argv[1:], prog_name="mlebench")
 """
 

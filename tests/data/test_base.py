@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from mlebench.data import load_dataset
 from mlebench.data.base import DatasetInfo, ModalitySpec, MultiModalDataset, SampleRef
 from mlebench.errors import DataError
 
@@ -45,3 +46,25 @@ def test_a_new_loader_gets_the_check_for_free(tmp_path: Path, modality: str, nam
         ds.decode(ds.refs[0])  # whoever calls decode
     np.array([1.0, 0.0, 2.0, 3.0], dtype=np.float32).tofile(raw)
     assert ds[0][modality].shape == (3, 2, 2)
+
+
+def test_identity_tells_other_data_apart_and_the_same_data_anywhere(tmp_path: Path):
+    """Two synthetic sets of different seeds share every sample id; their fingerprints differ.
+    A copy elsewhere has the same fingerprint (another root); a file that changes size does not."""
+    import shutil
+
+    from mlebench.data.synthetic import generate_synthetic
+
+    a = generate_synthetic(tmp_path / "a", size=32, n_train=1, n_val=3, n_test=1, seed=0, workers=1)
+    b = generate_synthetic(tmp_path / "b", size=32, n_train=1, n_val=3, n_test=1, seed=1, workers=1)
+    ida, idb = (load_dataset("synthetic", r, "val", ["rgb", "depth"]).identity() for r in (a, b))
+    assert [r.id for r in load_dataset("synthetic", a, "val").refs] == [r.id for r in load_dataset("synthetic", b, "val").refs]
+    assert ida["fingerprint"] != idb["fingerprint"] and ida["samples"] == idb["samples"] == 3
+    copy = Path(shutil.copytree(a, tmp_path / "copy"))
+    same = load_dataset("synthetic", copy, "val", ["rgb", "depth"]).identity()
+    assert same["fingerprint"] == ida["fingerprint"] and same["root"] != ida["root"] == str(a.resolve())
+    victim = next(copy.glob("hha/*/val/*/*_depth_front.png"))
+    victim.write_bytes(victim.read_bytes() + b"\0")
+    assert load_dataset("synthetic", copy, "val", ["rgb", "depth"]).identity()["fingerprint"] != ida["fingerprint"]
+    # only the evaluated modalities count: lidar changes nothing for an rgb-depth run
+    assert load_dataset("synthetic", a, "val", ["rgb", "lidar"]).identity()["fingerprint"] != ida["fingerprint"]

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from mlebench.data import dataset_info, dataset_names, load_dataset
-from mlebench.data.deliver import deliver_file
 from mlebench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalize
 from mlebench.errors import ConfigError, DataError
+
+from ..helpers import deliver_path
 
 from ..conftest import DELIVER_SAMPLES, H, W, deliver_arrays, save_png
 
@@ -56,7 +57,7 @@ def test_decodes_every_modality_as_stored(deliver_root: Path):
 def test_16bit_depth_hand_values(deliver_root: Path):
     known = np.zeros((H, W), dtype=np.uint16)
     known[0, :4] = [0, 257, 32896, 65535]  # 0, 1, 128 and 255 on the 0..255 scale
-    save_png(deliver_file(deliver_root, "depth_raw", *DELIVER_SAMPLES[0]), known)
+    save_png(deliver_path(deliver_root, "depth_raw", *DELIVER_SAMPLES[0]), known)
     depth = load_dataset("deliver", deliver_root, "train", ["depth_raw"])[0]["depth_raw"]
     assert depth.shape == (3, H, W) and depth.dtype == torch.float32
     for channel in depth[:, 0, :4].tolist():
@@ -168,7 +169,7 @@ def test_unknown_names(deliver_root: Path):
 
 
 def test_missing_companion_file(deliver_root: Path):
-    victim = deliver_file(deliver_root, "lidar", *DELIVER_SAMPLES[0])
+    victim = deliver_path(deliver_root, "lidar", *DELIVER_SAMPLES[0])
     victim.unlink()
     ds = load_dataset("deliver", deliver_root, "train", ["rgb", "lidar"])
     with pytest.raises(DataError, match=f"missing lidar file: {victim}"):
@@ -178,7 +179,7 @@ def test_missing_companion_file(deliver_root: Path):
 
 
 def test_truncated_image(deliver_root: Path):
-    victim = deliver_file(deliver_root, "rgb", *DELIVER_SAMPLES[1])
+    victim = deliver_path(deliver_root, "rgb", *DELIVER_SAMPLES[1])
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match=f"cannot read rgb file {victim}"):
@@ -186,14 +187,14 @@ def test_truncated_image(deliver_root: Path):
 
 
 def test_wrong_channel_count(deliver_root: Path):
-    victim = deliver_file(deliver_root, "depth", *DELIVER_SAMPLES[0])
+    victim = deliver_path(deliver_root, "depth", *DELIVER_SAMPLES[0])
     save_png(victim, np.zeros((H, W, 2), dtype=np.uint8))  # LA: 2 channels
     with pytest.raises(DataError, match=f"depth file {victim} has 2 channels; expected 1, 3 or 4"):
         load_dataset("deliver", deliver_root, "train", ["depth"])[0]
 
 
 def test_label_values_outside_classes(deliver_root: Path):
-    victim = deliver_file(deliver_root, "label", *DELIVER_SAMPLES[0])
+    victim = deliver_path(deliver_root, "label", *DELIVER_SAMPLES[0])
     label = deliver_arrays(0)["label"]
     label[2, 2, 0], label[3, 3, 0] = 26, 200
     save_png(victim, label)
@@ -202,7 +203,7 @@ def test_label_values_outside_classes(deliver_root: Path):
 
 
 def test_size_mismatch_names_both_sizes(deliver_root: Path):
-    victim = deliver_file(deliver_root, "lidar", *DELIVER_SAMPLES[0])
+    victim = deliver_path(deliver_root, "lidar", *DELIVER_SAMPLES[0])
     save_png(victim, np.zeros((H + 2, W), dtype=np.uint8))
     with pytest.raises(DataError, match=f"lidar file {victim} is 8x8, but its label is 6x8"):
         load_dataset("deliver", deliver_root, "train", ["lidar"])[0]

@@ -18,9 +18,10 @@ from mlebench.data.deliver import (
     DELIVER_INFO,
     SENSOR_FAILURES,
     WEATHERS,
-    deliver_file,
 )
 from mlebench.errors import DataError
+
+from ..helpers import deliver_path
 
 SIZE = 64
 SMALL = dict(size=SIZE, n_train=20, n_val=5, n_test=5, seed=0)
@@ -54,11 +55,11 @@ def test_layout_and_manifest(small_set: Path):
     plan = syn.plan_split("train", SMALL["n_train"], 0)[3]
     where = (plan.weather, "train", plan.scene, plan.frame)
     for modality in ("rgb", "depth", "depth_raw", "event", "lidar", "label"):
-        assert deliver_file(small_set, modality, *where).is_file()
+        assert deliver_path(small_set, modality, *where).is_file()
     # hha/ and depth/ both carry the _depth suffix.
     hha = small_set / "hha" / plan.weather / "train" / plan.scene / f"{plan.frame}_depth_front.png"
     assert hha.is_file()
-    with Image.open(deliver_file(small_set, "depth_raw", *where)) as img:
+    with Image.open(deliver_path(small_set, "depth_raw", *where)) as img:
         assert img.mode.startswith("I;16")
     fractions = manifest["class_pixel_fraction"]
     # Recounted from the written label files (R channel = class id + 1).
@@ -353,11 +354,11 @@ def test_written_files_match_the_in_memory_render(small_set: Path):
     arrays = syn.render_synthetic_sample(0, "val", plan.index, plan.weather, plan.failure, SIZE)
     where = (plan.weather, "val", plan.scene, plan.frame)
     for modality, name in (("rgb", "rgb"), ("depth", "hha"), ("event", "event"), ("lidar", "lidar")):
-        with Image.open(deliver_file(small_set, modality, *where)) as img:
+        with Image.open(deliver_path(small_set, modality, *where)) as img:
             assert np.array_equal(np.asarray(img), arrays[name]), modality
-    with Image.open(deliver_file(small_set, "depth_raw", *where)) as img:
+    with Image.open(deliver_path(small_set, "depth_raw", *where)) as img:
         assert np.array_equal(np.asarray(img), arrays["depth"])
-    with Image.open(deliver_file(small_set, "label", *where)) as img:
+    with Image.open(deliver_path(small_set, "label", *where)) as img:
         assert np.array_equal(np.asarray(img)[..., 0], arrays["label"] + 1)
 
 

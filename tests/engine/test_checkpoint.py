@@ -112,7 +112,7 @@ def test_missing_and_misshapen_weights_are_named(saved: Path, tmp_path: Path):
     with pytest.raises(ConfigError, match=f"{key} has shape \\(3, 3\\)"):
         load_checkpoint(_method(), tmp_path / "shape.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ConfigError, match="cannot read checkpoint .*junk.pt"):
+    with pytest.raises(ConfigError, match="checkpoint .*junk.pt is a text file, not a checkpoint"):
         load_checkpoint(_method(), tmp_path / "junk.pt")
 
 
@@ -140,3 +140,32 @@ def test_checkpoint_with_non_finite_weights_is_refused_untouched(tmp_path: Path,
     after = target.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # nothing half-loaded
     assert path.read_bytes() == saved
+
+
+def test_weights_that_cannot_be_written_are_rescued_and_the_error_names_both(tmpfs, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch):
+    """A checkpoint on a disk that filled up during training: one line saying the disk is full
+    and where the trained weights went instead; the rescued file loads into the method."""
+    import tempfile
+
+    from mlebench.engine.checkpoint import save_or_rescue
+    from mlebench.errors import OutputError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    method = _method()
+    with torch.no_grad():
+        for p in method.parameters():
+            if p.requires_grad:
+                p.add_(0.5)
+    full = tmpfs("full", full=True)
+    with pytest.raises(OutputError) as raised:
+        save_or_rescue(method, full / "m.pt", extra={"step": 7})
+    text = str(raised.value)
+    assert text.startswith(f"cannot write {full / 'm.pt'}: the disk is full (no space left on device); the trained "
+                           f"weights were written to {tmp_path / 'tmp' / 'mlebench-rescued'}/m-")
+    rescued = next((tmp_path / "tmp" / "mlebench-rescued").glob("m-*.pt"))
+    assert f"--save-checkpoint {rescued} --resume" in text and not (full / "m.pt").exists()
+    fresh = _method()
+    assert load_checkpoint(fresh, rescued)["step"] == 7
+    assert all(torch.equal(a, b) for a, b in zip(fresh.trainable_state_dict().values(),
+                                                 method.trainable_state_dict().values()))

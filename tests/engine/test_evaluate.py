@@ -18,6 +18,8 @@ from mlebench.engine.evaluate import evaluate_cases
 from mlebench.errors import ConfigError
 from mlebench.metrics import ConfusionMatrix
 from mlebench.protocols import ALL, EvalCase, get_protocol
+
+from ..helpers import deliver_path
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
@@ -322,7 +324,6 @@ def test_odd_sizes_are_padded_and_resized(model, val_set):
 def few_class_deliver(tmp_path_factory: pytest.TempPathFactory):
     """A DELIVER-layout val split whose labels use 3 of the 25 classes, so the two mIoU
     conventions differ a lot (DELIVER's counts the 22 absent classes as 0)."""
-    from mlebench.data.deliver import deliver_file
     from tests.conftest import save_png
 
     root = tmp_path_factory.mktemp("dlv") / "DELIVER"
@@ -336,7 +337,7 @@ def few_class_deliver(tmp_path_factory: pytest.TempPathFactory):
                   "depth": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
                   "label": np.stack([label, label, label], axis=2)}
         for modality, array in arrays.items():
-            save_png(deliver_file(root, modality, weather, "val", "MAP_1_point0", frame), array)
+            save_png(deliver_path(root, modality, weather, "val", "MAP_1_point0", frame), array)
     return load_dataset("deliver", root, "val", ["rgb", "depth"])
 
 

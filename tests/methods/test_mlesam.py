@@ -340,7 +340,7 @@ def test_bad_sam2_checkpoints(tmp_path: Path):
         build_method("mlesam", DELIVER_INFO, ["rgb"], "tiny", sam2_checkpoint=str(tmp_path / "nope.pt"))
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
-    with pytest.raises(ConfigError, match=f"cannot read SAM2 checkpoint {broken}"):
+    with pytest.raises(ConfigError, match=f"SAM2 checkpoint {broken} is a text file, not a SAM2 checkpoint"):
         build_method("mlesam", DELIVER_INFO, ["rgb"], "tiny", sam2_checkpoint=str(broken))
     partial = tmp_path / "partial.pt"
     state = _tiny().state_dict()

@@ -32,9 +32,9 @@ def test_compare_pairs_the_same_images(evaluated):
     assert (row.difference, row.ci_low, row.ci_high, row.p_value) == (ref.difference, ref.low, ref.high, ref.p_value)
     assert set(frame[frame.test_modalities == "*"].metric) == {"miou_avg", "miou_e_p0.2", "miou_e_p0.1",
                                                                "miou_e_p0.05"}
-    # a run against itself: no difference, p = 1
-    same = compare_runs(store, ids[0], ids[0])
-    assert (same.difference == 0).all() and (same.p_value == 1).all()
+    # a run against itself is said to be that
+    with pytest.raises(ConfigError, match=f"RUN_A and RUN_B are the same run \\({ids[0]}\\)"):
+        compare_runs(store, ids[0], ids[0])
     # a missing-modality run and a conditions run share exactly the full clean case
     mixed = compare_runs(store, ids[0], ids[2])
     assert list(mixed.test_modalities) == [",".join(RDEL)] and list(mixed.condition) == ["all"]
@@ -80,3 +80,49 @@ def test_compare_refuses_runs_that_cannot_be_paired(tmp_path: Path):
     assert aligned.difference.iloc[0] == 0 and aligned.p_value.iloc[0] == 1
     result = invoke("compare", ids[0], ids[1], "--results", str(tmp_path / "r.sqlite"))
     assert result.exit_code == 1 and "different splits" in result.output
+
+
+def test_compare_aligns_by_sample_id_what_another_order_stored(tmp_path: Path):
+    """Run b stored its samples in the reverse order and is better on one image only: the paired
+    bootstrap must pair each image with itself (a misalignment keeps the summed mIoU but not the
+    interval or the p-value), and b - a is b minus a, not the other way round."""
+    rng = np.random.default_rng(3)
+    ids_ab = list("abcdefgh")
+    a = rng.integers(0, 40, size=(8, 3, 5))
+    b = a.copy()
+    b[0, 0] += 60  # image 'a': many more true positives...
+    b[0, 2] = 0  # ...and no misses
+    ids = store_with(tmp_path / "r.sqlite", [{"ids": ids_ab, "counts": a},
+                                             {"ids": ids_ab[::-1], "counts": b[::-1]}])
+    frame = compare_runs(ResultsStore(tmp_path / "r.sqlite"), ids[0], ids[1], resamples=400, seed=5)
+    ref = stats.paired_difference(tuple(a.transpose(1, 0, 2)), tuple(b.transpose(1, 0, 2)), "present",
+                                  resamples=400, seed=5)
+    row = frame.iloc[0]
+    assert (row.difference, row.ci_low, row.ci_high, row.p_value) == (ref.difference, ref.low, ref.high, ref.p_value)
+    assert row.difference > 0 and row.ci_low >= 0  # b is the better run: b - a > 0 on every resample
+    backwards = compare_runs(ResultsStore(tmp_path / "r.sqlite"), ids[1], ids[0], resamples=400, seed=5)
+    assert backwards.difference.iloc[0] == -row.difference and backwards.ci_high.iloc[0] <= 0
+
+
+def test_compare_refuses_runs_on_other_data_with_the_same_ids(tmp_path: Path):
+    """Two synthetic sets of different seeds share every sample id: their fingerprints tell them
+    apart, and the pairing is refused in one line naming both."""
+    rng = np.random.default_rng(1)
+    counts = rng.integers(0, 50, size=(4, 3, 5))
+    data = {"dataset": "synthetic", "split": "val", "samples": 4, "root": "/data/seed0", "fingerprint": "aaaa"}
+    ids = store_with(tmp_path / "r.sqlite", [
+        {"ids": list("abcd"), "counts": counts, "config": {"data": data}},
+        {"ids": list("abcd"), "counts": counts, "config": {"data": {**data, "root": "/data/seed1",
+                                                                    "fingerprint": "bbbb"}}},
+        {"ids": list("abcd"), "counts": counts, "config": {"data": {**data, "root": "/copy/of/seed0"}}},
+        {"ids": list("abcd"), "counts": counts},  # stored before runs recorded their data
+    ])
+    store = ResultsStore(tmp_path / "r.sqlite")
+    with pytest.raises(ConfigError, match=f"runs {ids[0]} and {ids[1]} were evaluated on different data "
+                                          r"\(synthetic/val at /data/seed0, 4 samples, fingerprint aaaa vs "
+                                          r"synthetic/val at /data/seed1, 4 samples, fingerprint bbbb\)"):
+        compare_runs(store, ids[0], ids[1])
+    assert compare_runs(store, ids[0], ids[2]).difference.iloc[0] == 0  # the same files elsewhere: paired
+    assert compare_runs(store, ids[0], ids[3]).difference.iloc[0] == 0  # no identity recorded: by id, as before
+    result = invoke("compare", ids[0], ids[1], "--results", str(tmp_path / "r.sqlite"))
+    assert result.exit_code == 1 and result.output.count("Error:") == 1 and "different data" in result.output

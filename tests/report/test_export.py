@@ -103,6 +103,6 @@ def test_export_never_overwrites_the_store(evaluated):
     before = db.read_bytes()
     for fmt in ("csv", "json"):
         result = invoke("results", "export", "--results", str(db), "--format", fmt, "-o", str(db))
-        assert result.exit_code == 2
-        assert f"{db} is the results store; writing there would destroy it" in result.output
+        assert result.exit_code == 1
+        assert f"-o/--out {db} is the results store this command reads; writing there would destroy it" in result.output
     assert db.read_bytes() == before

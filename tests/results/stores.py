@@ -153,7 +153,7 @@ def store_with(path: Path, runs: list[dict]) -> list[str]:
     ids = []
     for spec in runs:
         run_id = store.start_run(method="m", variant="v", dataset=spec.get("dataset", "synthetic"),
-                                 train_modalities=["rgb"], preset="tiny", config={}, seed=0,
+                                 train_modalities=["rgb"], preset="tiny", config=spec.get("config", {}), seed=0,
                                  protocol="full", split=spec.get("split", "val"), miou_convention="present")
         counts = [CaseCounts(CaseKey("full", ("rgb",), "all", "none"), tuple(spec["ids"]), spec["counts"])]
         store.finish_run(run_id, [ResultRow("full", ("rgb",), "all", "none", "miou", 0.5)], counts=counts)

@@ -25,6 +25,7 @@ import pytest
 from mlebench.errors import ConfigError
 from mlebench.report.console import format_run_list
 from mlebench.report.export import export_results
+from mlebench.results import ResultRow
 from mlebench.results.store import ResultsStore, open_store_for_reading
 
 from ..helpers import REPO_ROOT, invoke, subprocess_env
@@ -382,3 +383,29 @@ def test_missing_store_for_reading_is_named(tmp_path: Path):
     with pytest.raises(ConfigError, match=re.escape(f"results file {tmp_path / 'nope.sqlite'} does not exist")):
         open_store_for_reading(tmp_path / "nope.sqlite")
     assert not (tmp_path / "nope.sqlite").exists()
+
+
+def test_a_store_on_a_full_disk_says_so_and_stays_readable(tmpfs):
+    """A disk that fills while a run is open: the write is refused naming the full disk (not a
+    "disk I/O error"), nothing is half-written, no broken -shm file is left behind, and the store
+    reads while the disk is still full and takes writes again once space is freed."""
+    from ..helpers import fill
+
+    folder = tmpfs("store", size="600k")
+    path = folder / "r.sqlite"
+    store = ResultsStore(path)
+    run = store.start_run(method="mlesam", variant="v", dataset="synthetic", train_modalities=["rgb"],
+                          preset="tiny", config={}, seed=0)
+    fill(folder)
+    rows = [ResultRow("full", ("rgb",), "all", "none", "miou", 0.5)] * 2000
+    with pytest.raises(ConfigError) as raised:
+        store.finish_run(run, rows)
+    assert str(raised.value) == (f"cannot write results file {path}: the disk is full (no space left on device in "
+                                 f"{folder}); nothing was written and the file is as it was")
+    shm = Path(f"{path}-shm")
+    assert not shm.exists() or shm.stat().st_size % (32 * 1024) == 0
+    reader = open_store_for_reading(path)
+    assert list(reader.runs()["status"]) == ["running"] and reader.results(include_unfinished=True).empty
+    (folder / ".filler").unlink()
+    store.finish_run(run, rows[:3])
+    assert list(open_store_for_reading(path).runs()["status"]) == ["finished"]
