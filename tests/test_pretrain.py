@@ -129,3 +129,23 @@ def test_pretrain_cli(tmp_path: Path, tiny_root: Path, monkeypatch):
     assert notes.read_text() == '{"mine": 1}' and not (tmp_path / "notes.pt").exists()
     result = runner.invoke(main, ["pretrain", "--method", "cmnext", "--out", str(tmp_path / "w.json")])
     assert result.exit_code == 1 and "another suffix than .json" in result.output
+
+
+def test_pretrain_replaces_a_stand_in_but_another_checkpoint_only_with_force(tmp_path: Path):
+    """A trained run's checkpoint is not a stand-in (it has no record beside it): ``--out`` on it
+    is refused, and ``--force`` says to replace it; a stand-in with its record is replaced."""
+    from mlebench.errors import OutputError
+    from mlebench.pretrain import check_output
+
+    trained = tmp_path / "trained.pt"
+    torch.save({"format": 1, "state_dict": {"w": torch.ones(2)}}, trained)
+    with pytest.raises(OutputError, match=f"--out {trained} is a PyTorch file .*would destroy it; add --force"):
+        check_output(trained)
+    check_output(trained, force=True)
+    stand_in = tmp_path / "made.pt"
+    torch.save({"model": {"w": torch.ones(2)}}, stand_in)
+    sidecar_path(stand_in).write_text(json.dumps({"stand_in": "sam2-hiera-tiny"}))
+    check_output(stand_in)  # its own rule: an earlier stand-in with its record
+    result = CliRunner().invoke(main, ["pretrain", "--method", "mlesam", "--out", str(trained)])
+    assert result.exit_code == 1 and "add --force to replace it" in result.output
+    assert torch.load(trained, weights_only=True)["format"] == 1

@@ -128,7 +128,8 @@ def test_bad_input_is_clear_and_writes_nothing(root: Path, tmp_path: Path):
     foreign.write_text("my notes")
     result = invoke("run", "--data-root", str(root), "--results", str(foreign), "--steps", "1",
                     "--weights", "none", "--protocol", "full")
-    assert result.exit_code == 1 and "is not an mlebench results file" in result.output
+    assert result.exit_code == 1 and f"--results {foreign} is a text file; writing the results store there would " \
+        "destroy it" in result.output
     assert foreign.read_text() == "my notes"
     config = tmp_path / "bad.yaml"
     config.write_text("optimizer: {lr: 1}\n")
