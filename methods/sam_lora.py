@@ -46,7 +46,7 @@ from torch import nn
 
 from methods.lora import ModalityLoRA
 from methods.losses import ohem_cross_entropy
-from methods.sam_vit import EVAL_SIZES, SAM_VIT_STAND_IN, TRAIN_DEFAULTS, VIT_PRESETS
+from methods.sam_vit import SAM_VIT_STAND_IN, VIT_PRESETS, SAMViTRecipe
 from mlebench.data.base import DatasetInfo
 from mlebench.errors import ConfigError
 from mlebench.method import MethodOutput, SegmentationMethod, upsample_logits
@@ -141,7 +141,7 @@ def class_logits(prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder, embed
     return masks  # (B, K, 4h, 4w)
 
 
-class SAMLoRA(SegmentationMethod):
+class SAMLoRA(SAMViTRecipe, SegmentationMethod):
     """SAM ViT + prompt encoder + K-class mask decoder, frozen; a LoRA per modality; mean logits."""
 
     variant = "mean-logits"
@@ -260,15 +260,7 @@ class SAMLoRA(SegmentationMethod):
     def loss(self, output: MethodOutput, target: torch.Tensor) -> torch.Tensor:
         return ohem_cross_entropy(output.logits, target, self.info.ignore_index, self.config.ohem_thresh)
 
-    # --- training interface -------------------------------------------------------------
-    @classmethod
-    def train_defaults(cls, preset: str) -> dict[str, Any]:
-        return dict(TRAIN_DEFAULTS[preset])
-
-    @classmethod
-    def eval_size(cls, preset: str) -> int | None:
-        return EVAL_SIZES[preset]
-
+    # --- training interface (the recipe: SAMViTRecipe) -------------------------------------------------------------
     def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 

@@ -33,3 +33,15 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 #: short side every sample is resized to before evaluation (None: as stored)
 EVAL_SIZES: dict[str, int | None] = {"tiny": None, "paper": 1024}
+
+
+class SAMViTRecipe:
+    """The recipe hooks of a method on the shared SAM ViT (mixed in before SegmentationMethod)."""
+
+    @classmethod
+    def train_defaults(cls, preset: str) -> dict[str, Any]:
+        return dict(TRAIN_DEFAULTS[preset])
+
+    @classmethod
+    def eval_size(cls, preset: str) -> int | None:
+        return EVAL_SIZES[preset]

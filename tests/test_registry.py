@@ -22,11 +22,8 @@ METHODS = method_names()
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """These tensors are tiny: on shared cores one thread is faster than two fighting."""
 
 
 def test_the_registry_has_the_paper_methods():

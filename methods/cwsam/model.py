@@ -78,7 +78,7 @@ from segment_anything.modeling import ImageEncoderViT, TwoWayTransformer
 from torch import nn
 
 from methods.cwsam.parts import BlockAdapters, ClassWiseMaskDecoder, PromptEmbeddings, PromptGenerator
-from methods.sam_vit import EVAL_SIZES, TRAIN_DEFAULTS, VIT_PRESETS
+from methods.sam_vit import VIT_PRESETS, SAMViTRecipe
 from mlebench.data.base import DatasetInfo
 from mlebench.errors import ConfigError
 from mlebench.method import MethodOutput, SegmentationMethod, upsample_logits
@@ -148,7 +148,7 @@ def make_config(preset: str, **overrides: Any) -> CWSAMConfig:
 
 
 # --- the method -------------------------------------------------------------------------------
-class CWSAM(SegmentationMethod):
+class CWSAM(SAMViTRecipe, SegmentationMethod):
     size_multiple = 16  # the ViT's patch size
     versioned_packages = ("segment-anything",)
 
@@ -197,15 +197,7 @@ class CWSAM(SegmentationMethod):
         if c.sam_checkpoint:
             self.load_pretrained(c.sam_checkpoint)
 
-    # --- presets and training recipe ------------------------------------------------------
-    @classmethod
-    def train_defaults(cls, preset: str) -> dict[str, Any]:
-        return dict(TRAIN_DEFAULTS[preset])
-
-    @classmethod
-    def eval_size(cls, preset: str) -> int | None:
-        return EVAL_SIZES[preset]
-
+    # --- training (the recipe: SAMViTRecipe) ------------------------------------------------------
     def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:
         """Encoder additions (adapters, prompt generators) and the decoder, both at ``lr``."""
         encoder = [p for p in (*self.adapters.parameters(), *self.prompt_generators.parameters()) if p.requires_grad]

@@ -6,7 +6,6 @@ locations, a broken evaluation file, refused resumes, the first-use generation m
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -162,8 +161,8 @@ def test_unwritable_output_locations_are_found_before_training(root: Path, work:
     # Read-only and full file systems are real mounts: cli/test_outputs.py. The runs/ folder
     # (figures, default checkpoints) blocked by a file:
     (work / "runs").write_text("not a folder")
-    refused(invoke(*run, "--results", db), 1, f"the runs folder (checkpoints and figures) runs "
-            f"cannot be created: runs is a file")
+    refused(invoke(*run, "--results", db), 1, "the runs folder (checkpoints and figures) runs "
+            "cannot be created: runs is a file")
     assert not db.exists() and blocker.read_text() == "a regular file"
 
 

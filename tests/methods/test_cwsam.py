@@ -20,12 +20,8 @@ MODALITIES = ("rgb", "depth", "event", "lidar")
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: on shared cores one thread is 10x faster than two fighting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_torch_thread):
+    """These tensors are tiny: on shared cores one thread is faster than two fighting."""
 
 
 def _tiny(modalities=MODALITIES, **overrides) -> CWSAM:

@@ -25,12 +25,8 @@ K = DELIVER_INFO.num_classes  # 25
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on 2 shared cores, more threads spin against each other (20x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """These tensors are tiny: on shared cores one thread is faster than two fighting."""
 
 
 def _tiny(modalities=MODALITIES, **overrides) -> SAMLoRA:
