@@ -22,6 +22,7 @@ write (:func:`mlebench.fsutil.atomic_path`) tells its own.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -120,16 +121,22 @@ def probe_folder(folder: Path, option: str, target: Path, expected_bytes: int = 
         raise OutputError(f"{option} {target} cannot be created: {anchor} is a file, not a directory")
     created = [p for p in (folder, *folder.parents) if p != anchor and anchor in p.parents]
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".mlebench-probe-", dir=folder)
         try:
-            os.write(fd, bytes(PROBE_BYTES))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            os.unlink(name)
-    except OSError as exc:
-        raise OutputError(f"{option} {target} cannot be written: {describe_os_error(exc, target)}") from None
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{option} {target} cannot be written: {describe_os_error(exc, target)}") from None
+        try:
+            fd, name = tempfile.mkstemp(prefix=".mlebench-probe-", dir=folder)
+            try:
+                os.write(fd, bytes(PROBE_BYTES))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                os.unlink(name)
+        except OSError as exc:  # the probe's own name says nothing to the user: name the folder
+            reason = ("files cannot be created there" if exc.errno == errno.ENOENT
+                      else describe_os_error(exc, Path(exc.filename or folder)))
+            raise OutputError(f"{option} {target} cannot be written: {reason} ({folder})") from None
     finally:
         for made in created:  # deepest first
             with contextlib.suppress(OSError):
