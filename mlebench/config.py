@@ -28,7 +28,9 @@ from mlebench.data import dataset_info
 from mlebench.errors import ConfigError
 from mlebench.outputs import same_file
 from mlebench.registry import method_entry
+from mlebench.results.liveness import DEFAULT_HEARTBEAT_S
 from mlebench.results.rows import BootstrapSpec
+from mlebench.results.target import parse_target
 from mlebench.schema import check_section, type_hints, validate_method_options, validate_protocol_options
 
 SECTIONS = ("method", "train", "protocol")
@@ -70,7 +72,7 @@ class RunSpec:
     epochs: int | None = None
     seed: int = 0
     device: str = "cpu"
-    results: Path = Path("results.sqlite")
+    results: Path | str = Path("results.sqlite")  # a file, or a database URL (mlebench.results.target)
     checkpoint: Path | None = None  # evaluate this instead of training
     save_checkpoint: Path | None = None  # where training writes (default runs/<run id>.pt)
     resume: bool = False
@@ -81,6 +83,12 @@ class RunSpec:
     eval_amp: bool = False  # evaluate under bf16 autocast (``--amp``)
     bootstrap: BootstrapSpec = field(default_factory=BootstrapSpec)
     group_id: str | None = None  # ties the runs of one multi-seed command together
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_S  # seconds between a running job's heartbeats
+
+    @property
+    def results_file(self) -> Path | None:
+        """The SQLite file ``results`` names (None for a database server)."""
+        return parse_target(self.results).path
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,6 +288,9 @@ def validate_spec(spec: RunSpec, job: str = "run") -> None:
     elif spec.resume and spec.save_checkpoint is None and job == "run":
         raise ConfigError("--resume needs --save-checkpoint: the checkpoint `run` writes by default "
                           "(runs/<run id>.pt) is new for every run, so give the path the interrupted run wrote")
-    if spec.save_checkpoint is not None and job == "run" and same_file(spec.save_checkpoint, spec.results):
+    if not spec.heartbeat_interval > 0:
+        raise ConfigError(f"--heartbeat-interval must be > 0 seconds, got {spec.heartbeat_interval}")
+    if spec.save_checkpoint is not None and job == "run" and spec.results_file is not None \
+            and same_file(spec.save_checkpoint, spec.results_file):
         raise ConfigError(f"--save-checkpoint {spec.save_checkpoint} is the results store (--results); "
                           "writing the checkpoint there would destroy it")

@@ -12,8 +12,9 @@ from typing import Any, Iterator
 import click
 
 from mlebench.cli.options import (
-    DATASET_OPTION, DEVICE_OPTION, JSON_OPTION, MODALITIES_OPTION, apply, method_option, parse_method_options,
-    parse_modalities, parse_seeds, preset_option, progress_options, protocol_choice, registry_loaded,
+    DATASET_OPTION, DEVICE_OPTION, JSON_OPTION, MODALITIES_OPTION, STORE_HELP, StoreParam, apply, method_option,
+    parse_method_options, parse_modalities, parse_seeds, preset_option, progress_options, protocol_choice,
+    registry_loaded,
 )  # fmt: skip
 
 PRESET_HELP = "the method's smallest preset, tiny for the built-in methods"
@@ -59,8 +60,11 @@ def job_options(with_protocol: bool, checkpoint_required: bool = False) -> Any:
     ]
     if with_protocol:
         options += [
-            click.option("--results", type=click.Path(path_type=Path, dir_okay=False),
-                         default=Path("results.sqlite"), show_default=True),
+            click.option("--results", type=StoreParam(), default=Path("results.sqlite"), show_default=True,
+                         help=STORE_HELP),
+            click.option("--heartbeat-interval", type=click.FloatRange(min=0, min_open=True), default=60.0,
+                         show_default=True, metavar="SECONDS",
+                         help="How often the running job records that it lives (see `results reap`)."),
             click.option("--split", "eval_split", default="val", show_default=True),
             click.option("--batch-size", "eval_batch_size", type=click.IntRange(1), default=4,
                          show_default=True, help="Evaluation batch size."),
@@ -113,6 +117,7 @@ def spec_from_options(params: dict[str, Any], protocol: str | None) -> Any:
         resume=params.get("resume", False), eval_split=params.get("eval_split", "val"),
         eval_batch_size=params.get("eval_batch_size", 4), feature_cache=not params.get("no_feature_cache", False),
         num_workers=params.get("num_workers"), eval_amp=params.get("eval_amp", False),
+        heartbeat_interval=params.get("heartbeat_interval", 60.0),
     )  # fmt: skip
 
 

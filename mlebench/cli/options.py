@@ -180,8 +180,40 @@ DATA_ROOT_OPTION = click.option("--data-root", type=click.Path(path_type=Path, f
                                 help="Data set folder (synthetic: generated and cached on first use).")
 MODALITIES_OPTION = click.option("--modalities", default=None,
                                  help="Comma-separated modalities (default: the data set's).")
-RESULTS_OPTION = click.option("--results", "results_path", type=click.Path(path_type=Path, dir_okay=False),
-                              default=Path("results.sqlite"), show_default=True)
+class StoreParam(click.ParamType):
+    """``--results``: a file path (an SQLite file) or a database URL (sqlite:///PATH,
+    postgresql+psycopg://USER@HOST:PORT/DB); a path stays a :class:`Path`, a URL a string."""
+
+    name = "PATH|URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
+        if isinstance(value, Path):
+            return value
+        from mlebench.errors import ConfigError
+        from mlebench.results.target import parse_target
+
+        try:
+            target = parse_target(str(value))
+        except ConfigError as exc:
+            self.fail(str(exc).removeprefix(f"--results {str(value)!r}").lstrip(": ") or str(exc), param, ctx)
+        if target.path is not None:
+            try:
+                is_dir = target.path.is_dir()
+            except OSError:  # a name too long, say: the command's own guard names it
+                is_dir = False
+            if is_dir:
+                self.fail(f"{target.path} is a directory, not a results file", param, ctx)
+            return target.path
+        return str(value)
+
+
+STORE_HELP = ("The results store: an SQLite file, or a database URL (postgresql+psycopg://USER@HOST:PORT/DB) "
+              "for jobs on several machines.")
+RESULTS_OPTION = click.option("--results", "results_path", type=StoreParam(), default=Path("results.sqlite"),
+                              show_default=True, help=STORE_HELP)
+GRACE_OPTION = click.option("--grace", default="10m", show_default=True, metavar="DURATION",
+                            help="How long a running run may go without a heartbeat before it counts as stale "
+                                 "(seconds, or 30s, 10m, 2h).")
 DEVICE_OPTION = click.option("--device", default="cpu", show_default=True,
                              help="cpu, cuda, cuda:N or mps (checked before anything runs).")
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -268,13 +300,33 @@ def parse_methods(text: str | None, hint: str = "--methods") -> list[str]:
     return methods
 
 
-def existing_store(path: Path) -> Any:
-    """The results store at ``path``, opened for reading (it must exist: reading creates nothing)."""
+def existing_store(target: Path | str) -> Any:
+    """The results store ``target`` names, opened for reading (a file must exist: reading
+    creates nothing)."""
     from mlebench.results.store import open_store_for_reading
 
-    if not path.exists():
-        raise click.BadParameter(f"{path} does not exist", param_hint="--results")
-    return open_store_for_reading(path)
+    if isinstance(target, Path) and not target.exists():
+        raise click.BadParameter(f"{target} does not exist", param_hint="--results")
+    return open_store_for_reading(target)
+
+
+def parse_grace(text: str) -> float:
+    """``--grace`` in seconds (a usage error names a bad value)."""
+    from mlebench.errors import ConfigError
+    from mlebench.results.liveness import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--grace "), param_hint="--grace") from exc
+
+
+def store_name(target: Path | str) -> str:
+    """A short name of a store for titles: the file's name, or the database's."""
+    from mlebench.results.target import parse_target
+
+    parsed = parse_target(target)
+    return parsed.path.name if parsed.path is not None else f"{parsed.url.database} on {parsed.url.host or 'localhost'}"
 
 
 def progress_options(every: float) -> dict[str, Any]:

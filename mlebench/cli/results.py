@@ -1,4 +1,4 @@
-"""``mlebench results list | export | migrate`` and ``mlebench compare``: the results store."""
+"""``mlebench results list | export | migrate | reap`` and ``mlebench compare``: the results store."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from mlebench.cli.options import RESULTS_OPTION, Group, existing_store
+from mlebench.cli.options import GRACE_OPTION, RESULTS_OPTION, Group, existing_store, parse_grace
 
 
 @click.group(cls=Group)
@@ -17,12 +17,15 @@ def results() -> None:
 
 @results.command("list")
 @RESULTS_OPTION
-def results_list(results_path: Path) -> None:
-    """One line per run: id, method, data set, modalities, protocol, preset, seed, split, status,
-    and its headline mIoU with the 95% interval; then mean and std per multi-seed group."""
+@GRACE_OPTION
+def results_list(results_path: Path | str, grace: str) -> None:
+    """One line per run: id, method, data set, modalities, protocol, preset, seed, split, status
+    as it stands now (running, finished, failed, stale), and its headline mIoU with the 95%
+    interval; then mean and std per multi-seed group."""
     from mlebench.report.console import format_run_list
 
-    click.echo(format_run_list(existing_store(results_path)))
+    seconds = parse_grace(grace)
+    click.echo(format_run_list(existing_store(results_path), grace=seconds))
 
 
 @results.command("export")
@@ -40,7 +43,8 @@ def results_export(results_path: Path, fmt: str, per_sample: bool, out: Path | N
     from mlebench.report.export import export_per_sample, export_results, write_atomically
 
     if out is not None:
-        guard_output(out, "-o/--out", "export", inputs=[(results_path, "results store")])
+        guard_output(out, "-o/--out", "export",
+                     inputs=[(results_path, "results store")] if isinstance(results_path, Path) else [])
     store = existing_store(results_path)
     if per_sample and fmt != "csv":
         raise click.BadParameter("--per-sample writes csv only", param_hint="--format")
@@ -62,17 +66,47 @@ def results_export(results_path: Path, fmt: str, per_sample: bool, out: Path | N
 
 @results.command("migrate")
 @RESULTS_OPTION
-def results_migrate(results_path: Path) -> None:
-    """Upgrade a results file written by an older mlebench (the original is kept beside it)."""
-    from mlebench.results import SCHEMA_VERSION, migrate
+def results_migrate(results_path: Path | str) -> None:
+    """Upgrade a results store written by an older mlebench, in one transaction (a file's
+    original is kept beside it; for a database, take a pg_dump first to keep a copy)."""
+    from mlebench.results import SCHEMA_VERSION, migrate, parse_target
 
-    if not results_path.exists():
+    if isinstance(results_path, Path) and not results_path.exists():
         raise click.BadParameter(f"{results_path} does not exist", param_hint="--results")
+    shown = parse_target(results_path)
     old, backup = migrate(results_path)
     if old == SCHEMA_VERSION:
-        click.echo(f"{results_path} is already at schema version {SCHEMA_VERSION}")
+        click.echo(f"{shown} is already at schema version {SCHEMA_VERSION}")
     else:
-        click.echo(f"migrated {results_path} from schema version {old} to {SCHEMA_VERSION}; original kept at {backup}")
+        kept = f"; original kept at {backup}" if backup is not None else ""
+        click.echo(f"migrated {shown} from schema version {old} to {SCHEMA_VERSION}{kept}")
+
+
+@results.command("reap")
+@RESULTS_OPTION
+@GRACE_OPTION
+@click.option("--dry-run", is_flag=True, help="Only list the runs that would be marked failed.")
+def results_reap(results_path: Path | str, grace: str, dry_run: bool) -> None:
+    """Mark failed every running run that is stale: its process gone (this host), or no heartbeat
+    for longer than --grace (any host). --grace 0 reaps every running run but those whose
+    process this host sees alive."""
+    from mlebench.results import ResultsStore
+
+    seconds = parse_grace(grace)
+    if isinstance(results_path, Path) and not results_path.exists():
+        raise click.BadParameter(f"{results_path} does not exist", param_hint="--results")
+    if dry_run:
+        runs = existing_store(results_path).runs(grace=seconds)
+        stale = runs[runs["status"].eq("running") & runs["state"].str.startswith("stale")]
+        for run in stale.itertuples():
+            click.echo(f"would reap {run.id} {run.method} seed {run.seed}: {run.state}")
+        click.echo(f"{len(stale)} stale run(s) of {int(runs['status'].eq('running').sum())} running")
+        return
+    store = ResultsStore(results_path)
+    reaped = store.reap(grace=seconds)
+    for run_id, state in reaped:
+        click.echo(f"reaped {run_id}: {state}")
+    click.echo(f"marked {len(reaped)} stale run(s) failed in {store.target}")
 
 
 @click.command("compare")

@@ -34,6 +34,7 @@ from mlebench.outputs import CHECKPOINT, STORE, guard_output, probe_folder, requ
 from mlebench.protocols import CaseResult, SummaryRow, get_protocol
 from mlebench.registry import build_method
 from mlebench.results import ResultRow, ResultsStore, case_counts, git_commit, package_versions, result_rows
+from mlebench.results.heartbeat import Heartbeat
 from mlebench.results.provenance import runtime_provenance
 from mlebench.signals import terminate_as_exception
 
@@ -68,14 +69,16 @@ def _guard_checkpoint(spec: RunSpec, path: Path, with_store: bool) -> None:
     job also writes ``--results``, which the checkpoint must not be."""
     guard_output(path, _checkpoint_option(spec), CHECKPOINT, replaces=(CHECKPOINT,),
                  data_roots=[r for r in [resolved_root(spec.dataset, spec.data_root)] if r is not None],
-                 inputs=[(spec.results, "results store (--results)")] if with_store else [])
+                 inputs=[(spec.results_file, "results store (--results)")] if with_store and spec.results_file else [])
 
 
 def _guard_store(spec: RunSpec) -> None:
     """``--results`` is written in place: never a checkpoint, a data set's file or a directory,
     and its folder must take files (the store itself refuses a file that is not an mlebench
-    store when it opens it)."""
-    guard_output(spec.results, "--results", STORE, replaces=(STORE,),
+    store when it opens it). A database server guards itself when the store opens it."""
+    if spec.results_file is None:
+        return
+    guard_output(spec.results_file, "--results", STORE, replaces=(STORE,),
                  data_roots=[r for r in [resolved_root(spec.dataset, spec.data_root)] if r is not None])
 
 
@@ -173,7 +176,11 @@ def run_job(spec: RunSpec, echo: Echo = print, progress: bool = False, report: E
             protocol=spec.protocol, split=spec.eval_split, miou_convention=info.miou_convention,
             group_id=spec.group_id, provenance=runtime_provenance(spec.seed, world_size()),
         )  # fmt: skip
+    # While the job runs, its heartbeat tells every host that it lives (stopped before the run ends).
+    heartbeat = Heartbeat(store, run_id, spec.heartbeat_interval) if store is not None else None
     try:
+        if heartbeat is not None:
+            heartbeat.start()
         checkpoint = spec.checkpoint
         if spec.checkpoint is None:
             checkpoint = spec.save_checkpoint or RUNS_DIR / f"{run_id or 'run'}.pt"
@@ -206,10 +213,13 @@ def run_job(spec: RunSpec, echo: Echo = print, progress: bool = False, report: E
             figures.update(protocol.figures(results, modalities))
             written = _write_figures(RUNS_DIR / run_id, figures)
             rows = result_rows(spec.protocol, results, summary, info.classes, info.miou_convention, spec.bootstrap)
+            heartbeat.stop()
             store.finish_run(run_id, rows, counts=case_counts(spec.protocol, results), artifacts=figures)
             for path in written:
                 echo(f"figure: {path}")
     except BaseException as exc:
+        if heartbeat is not None:
+            heartbeat.stop()
         if store is not None and run_id is not None:
             store.fail_run(run_id, f"{type(exc).__name__}: {str(exc) or 'interrupted'}")
         raise

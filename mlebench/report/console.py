@@ -9,6 +9,7 @@ import pandas as pd
 
 from mlebench.protocols import CaseResult, SummaryRow, case_label
 from mlebench.results.rows import ResultRow
+from mlebench.results.liveness import DEFAULT_GRACE_S
 from mlebench.results.store import ResultsStore
 
 
@@ -45,8 +46,10 @@ def _mean_std(values: pd.Series, table: bool = False) -> str:
             else f"{100 * values.mean():.2f} ± {100 * std:.2f} (mean ± std)")
 
 
-def format_run_list(store: ResultsStore) -> str:
-    runs = store.runs()
+def format_run_list(store: ResultsStore, grace: float = DEFAULT_GRACE_S) -> str:
+    """One line per run with its state as it stands now (``grace``: seconds without a heartbeat
+    before a running run counts as stale)."""
+    runs = store.runs(grace=grace)
     if runs.empty:
         return "no runs"
     results = store.results(include_unfinished=False)
@@ -55,7 +58,7 @@ def format_run_list(store: ResultsStore) -> str:
     table = runs[["id", "method", "variant", "dataset", "train_modalities", "protocol", "preset", "seed", "split",
                   "miou_convention", "status", "started_at"]].copy()
     # The status as it stands now: a run whose process died without ending it is "stale".
-    table["status"] = runs["state"] if "state" in runs else runs["status"]
+    table["status"] = runs["state"]
     table = table.rename(columns={"miou_convention": "convention", "train_modalities": "train"})
     table["mIoU"] = [(_pct(head_by_run[i].value).strip() + (f" {head_by_run[i].metric}" if head_by_run[i].metric != "miou" else ""))
                      if i in head_by_run else "" for i in runs["id"]]  # fmt: skip

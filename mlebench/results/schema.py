@@ -1,144 +1,124 @@
-"""The results store's schema (version 2) and the columns its queries return; the tables are
-described in :mod:`mlebench.results.store`."""
+"""The results store's schema, one for every back end (SQLAlchemy Core tables), the columns its
+queries return, and the version markers. The tables are described in :mod:`mlebench.results.store`;
+how a database gets to this schema is :mod:`mlebench.results.migration` (Alembic)."""
 
 from __future__ import annotations
 
-APPLICATION_ID = int.from_bytes(b"MLEB", "big")  # 0x4D4C4542
-SCHEMA_VERSION = 2
+import sqlalchemy as sa
+
+#: SQLite files carry ``PRAGMA application_id`` "MLEB" (0x4D4C4542), so that a foreign file is
+#: told from ours before a table is read.
+APPLICATION_ID = int.from_bytes(b"MLEB", "big")
+#: The schema version (3 = Alembic revision "0003"); SQLite files also keep it in ``PRAGMA
+#: user_version``, so that an older mlebench refuses a newer file instead of misreading it.
+SCHEMA_VERSION = 3
+#: Alembic's version table, named so as not to collide with a lab's own Alembic history.
+VERSION_TABLE = "mlebench_alembic_version"
 BUSY_TIMEOUT_S = 30.0
 RUN_STATUSES = ("running", "finished", "failed")
 
+
+def revision_of(version: int) -> str:
+    """Alembic revision id of schema ``version``: 3 -> "0003"."""
+    return f"{version:04d}"
+
+
+def version_of(revision: str | None) -> int | None:
+    """Schema version of an Alembic revision id ("0003" -> 3); None for a revision we do not know
+    the number of (a newer mlebench's)."""
+    return int(revision) if revision is not None and revision.isdigit() else None
+
+
+metadata = sa.MetaData()
+
+# Floating-point values: double precision everywhere (SQLite stores every float as REAL, 8 bytes).
+DOUBLE = sa.Double()
+
+runs = sa.Table(
+    "runs", metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("method", sa.Text, nullable=False),
+    sa.Column("variant", sa.Text, nullable=False),
+    sa.Column("dataset", sa.Text, nullable=False),
+    sa.Column("train_modalities", sa.Text, nullable=False),
+    sa.Column("preset", sa.Text, nullable=False),
+    sa.Column("protocol", sa.Text),
+    sa.Column("split", sa.Text),
+    sa.Column("miou_convention", sa.Text),
+    sa.Column("group_id", sa.Text),
+    sa.Column("config", sa.Text, nullable=False),
+    sa.Column("seed", sa.Integer, nullable=False),
+    sa.Column("git_commit", sa.Text),
+    sa.Column("versions", sa.Text, nullable=False),
+    sa.Column("provenance", sa.Text),
+    sa.Column("pid", sa.Integer),
+    sa.Column("host", sa.Text),
+    sa.Column("started_at", sa.Text, nullable=False),
+    sa.Column("ended_at", sa.Text),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("heartbeat_at", sa.Text),
+    sa.CheckConstraint("status IN ('running', 'finished', 'failed')", name="runs_status"),
+)  # fmt: skip
+
+results = sa.Table(
+    "results", metadata,
+    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("protocol", sa.Text, nullable=False),
+    sa.Column("test_modalities", sa.Text, nullable=False),
+    sa.Column("condition", sa.Text, nullable=False),
+    sa.Column("corruption", sa.Text, nullable=False),
+    sa.Column("metric", sa.Text, nullable=False),
+    sa.Column("class", sa.Text, nullable=False, server_default=""),
+    sa.Column("value", DOUBLE),
+    sa.Column("ci_low", DOUBLE),
+    sa.Column("ci_high", DOUBLE),
+    sa.Column("terms", sa.Text),
+    sa.Column("position", sa.Integer, nullable=False, server_default="0"),
+    sa.Index("results_run_id", "run_id"),
+)  # fmt: skip
+
+run_samples = sa.Table(
+    "run_samples", metadata,
+    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("sample_ids", sa.LargeBinary, nullable=False),
+)  # fmt: skip
+
+case_counts = sa.Table(
+    "case_counts", metadata,
+    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("protocol", sa.Text, nullable=False),
+    sa.Column("test_modalities", sa.Text, nullable=False),
+    sa.Column("condition", sa.Text, nullable=False),
+    sa.Column("corruption", sa.Text, nullable=False),
+    sa.Column("n_samples", sa.Integer, nullable=False),
+    sa.Column("n_classes", sa.Integer, nullable=False),
+    sa.Column("sample_index", sa.LargeBinary, nullable=False),
+    sa.Column("counts", sa.LargeBinary, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False, server_default="0"),
+    sa.Index("case_counts_run_id", "run_id"),
+)  # fmt: skip
+
+artifacts = sa.Table(
+    "artifacts", metadata,
+    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)  # fmt: skip
+
 #: Columns of :meth:`ResultsStore.results`, in order.
 RESULT_COLUMNS = (
-    "run_id",
-    "method",
-    "variant",
-    "dataset",
-    "train_modalities",
-    "preset",
-    "seed",
-    "split",
-    "miou_convention",
-    "group_id",
-    "protocol",
-    "test_modalities",
-    "condition",
-    "corruption",
-    "metric",
-    "class",
-    "value",
-    "ci_low",
+    "run_id", "method", "variant", "dataset", "train_modalities", "preset", "seed", "split", "miou_convention",
+    "group_id", "protocol", "test_modalities", "condition", "corruption", "metric", "class", "value", "ci_low",
     "ci_high",
-)
+)  # fmt: skip
 #: Result columns that come from the run.
-_RUN_RESULT_COLUMNS = ("method", "variant", "dataset", "train_modalities", "preset", "seed", "split",
-                       "miou_convention", "group_id")
+RUN_RESULT_COLUMNS = ("method", "variant", "dataset", "train_modalities", "preset", "seed", "split",
+                      "miou_convention", "group_id")
 
-#: Columns of :meth:`ResultsStore.runs`, in order.
+#: Columns of :meth:`ResultsStore.runs`, in order (then ``state``).
 RUN_COLUMNS = (
-    "id",
-    "method",
-    "variant",
-    "dataset",
-    "train_modalities",
-    "preset",
-    "protocol",
-    "split",
-    "miou_convention",
-    "group_id",
-    "config",
-    "seed",
-    "git_commit",
-    "versions",
-    "provenance",
-    "pid",
-    "host",
-    "started_at",
-    "ended_at",
-    "status",
-    "error",
-)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    method TEXT NOT NULL,
-    variant TEXT NOT NULL,
-    dataset TEXT NOT NULL,
-    train_modalities TEXT NOT NULL,
-    preset TEXT NOT NULL,
-    protocol TEXT,
-    split TEXT,
-    miou_convention TEXT,
-    group_id TEXT,
-    config TEXT NOT NULL,
-    seed INTEGER NOT NULL,
-    git_commit TEXT,
-    versions TEXT NOT NULL,
-    provenance TEXT,
-    pid INTEGER,
-    host TEXT,
-    started_at TEXT NOT NULL,
-    ended_at TEXT,
-    status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed')),
-    error TEXT
-);
-CREATE TABLE IF NOT EXISTS results (
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    protocol TEXT NOT NULL,
-    test_modalities TEXT NOT NULL,
-    condition TEXT NOT NULL,
-    corruption TEXT NOT NULL,
-    metric TEXT NOT NULL,
-    class TEXT NOT NULL DEFAULT '',
-    value REAL,
-    ci_low REAL,
-    ci_high REAL,
-    terms TEXT
-);
-CREATE INDEX IF NOT EXISTS results_run_id ON results(run_id);
-CREATE TABLE IF NOT EXISTS run_samples (
-    run_id TEXT PRIMARY KEY REFERENCES runs(id),
-    sample_ids BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS case_counts (
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    protocol TEXT NOT NULL,
-    test_modalities TEXT NOT NULL,
-    condition TEXT NOT NULL,
-    corruption TEXT NOT NULL,
-    n_samples INTEGER NOT NULL,
-    n_classes INTEGER NOT NULL,
-    sample_index BLOB NOT NULL,
-    counts BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS case_counts_run_id ON case_counts(run_id);
-CREATE TABLE IF NOT EXISTS artifacts (
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    name TEXT NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (run_id, name)
-);
-"""
-
-# Schema 1 -> 2: new run columns (backfilled from the config JSON), intervals, per-sample counts.
-_MIGRATE_1_TO_2 = """
-ALTER TABLE runs ADD COLUMN protocol TEXT;
-ALTER TABLE runs ADD COLUMN split TEXT;
-ALTER TABLE runs ADD COLUMN miou_convention TEXT;
-ALTER TABLE runs ADD COLUMN group_id TEXT;
-ALTER TABLE runs ADD COLUMN provenance TEXT;
-ALTER TABLE runs ADD COLUMN pid INTEGER;
-ALTER TABLE runs ADD COLUMN host TEXT;
-UPDATE runs SET protocol = json_extract(config, '$.protocol'),
-                split = json_extract(config, '$.eval_split'),
-                miou_convention = json_extract(config, '$.miou_convention');
-ALTER TABLE results ADD COLUMN ci_low REAL;
-ALTER TABLE results ADD COLUMN ci_high REAL;
-ALTER TABLE results ADD COLUMN terms TEXT
-"""
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-# Primary SQLite result codes (sqlite3.Error.sqlite_errorcode & 0xFF).
-_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_CORRUPT = 5, 6, 8, 11
-_SQLITE_CANTOPEN, _SQLITE_NOTADB = 14, 26
+    "id", "method", "variant", "dataset", "train_modalities", "preset", "protocol", "split", "miou_convention",
+    "group_id", "config", "seed", "git_commit", "versions", "provenance", "pid", "host", "started_at", "ended_at",
+    "status", "error", "heartbeat_at",
+)  # fmt: skip

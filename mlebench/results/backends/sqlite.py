@@ -1,5 +1,7 @@
-"""The SQLite file a results store lives in: how it is opened, guarded and written (the rules are
-in :mod:`mlebench.results.store`'s docstring)."""
+"""The SQLite back end: a results store in one file, how it is opened, guarded and written (the
+rules are in :mod:`mlebench.results.store`'s docstring). The store's queries go through
+SQLAlchemy; the guards that must run before anything is written read the file with ``sqlite3``
+directly."""
 
 from __future__ import annotations
 
@@ -10,17 +12,22 @@ import sqlite3
 import tempfile
 import time
 import uuid
-import zlib
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
 
 from mlebench.errors import ConfigError
-from mlebench.results.schema import (
-    _SCHEMA, _SQLITE_BUSY, _SQLITE_CANTOPEN, _SQLITE_CORRUPT, _SQLITE_LOCKED, _SQLITE_MAGIC, _SQLITE_NOTADB,
-    _SQLITE_READONLY, APPLICATION_ID, BUSY_TIMEOUT_S, SCHEMA_VERSION,
-)  # fmt: skip
+from mlebench.results.backends.base import Backend
+from mlebench.results.migration import create_schema
+from mlebench.results.schema import APPLICATION_ID, BUSY_TIMEOUT_S, SCHEMA_VERSION
+from mlebench.results.target import StoreTarget
 
-_SQLITE_IOERR, _SQLITE_FULL = 10, 13
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+# Primary SQLite result codes (sqlite3.Error.sqlite_errorcode & 0xFF).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT = 5, 6, 8, 10, 11
+_SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 13, 14, 26
 _SHM_PAGE = 32 * 1024  # a -shm file grows in pieces of this size
 
 
@@ -33,25 +40,26 @@ def _disk_full(folder: Path) -> bool:
         return False
 
 
-class SQLiteFile:
-    """The SQLite file under a results store: opening (for writing, read-only, refusing foreign,
-    newer, corrupt or unwritable files), connections and write transactions (see
-    :mod:`mlebench.results.store`)."""
+class SQLiteBackend(Backend):
+    """A results store in an SQLite file: opening (for writing, read-only, refusing foreign,
+    newer, corrupt or unwritable files), connections and write transactions."""
 
-    def __init__(self, path: str | Path, *, readonly: bool = False, _for_migration: bool = False) -> None:
-        """Open the results file at ``path``; for writing (the default) create it (and its
-        folders) if absent, with ``readonly=True`` only read it (see :func:`open_store_for_reading`).
+    kind = "results file"
 
-        Raises :class:`ConfigError` if ``path`` exists but is not an mlebench results file, was
+    def __init__(self, target: StoreTarget, *, readonly: bool = False, migrating: bool = False) -> None:
+        """Open the results file ``target.path``; for writing (the default) create it (and its
+        folders) if absent, with ``readonly=True`` only read it.
+
+        Raises :class:`ConfigError` if the path exists but is not an mlebench results file, was
         written by a newer mlebench (schema version above :data:`SCHEMA_VERSION`), is corrupt,
         or (for writing) cannot be written. None of these cases changes the file.
         """
-        self.path = Path(path)
-        self.readonly = readonly
-        self._migrating = _for_migration  # only migrate() may open an older schema
+        super().__init__(target, readonly=readonly, migrating=migrating)
+        assert target.path is not None
+        self.path = target.path
         self._read_uri: str | None = None  # read-only stores: what every connection opens
-        self._empty = False  # read-only stores: an empty file reads as a store without runs
         self._snapshot: tempfile.TemporaryDirectory | None = None
+        self._engine = sa.create_engine("sqlite://", creator=self._connect, poolclass=NullPool)
         if readonly:
             self._open_readonly()
             return
@@ -69,16 +77,27 @@ class SQLiteFile:
             self._create_new()
         self._initialise()
 
-    def __repr__(self) -> str:
-        return f"ResultsStore({str(self.path)!r}{', readonly=True' if self.readonly else ''})"
+    @property
+    def engine(self) -> sa.Engine:
+        return self._engine
+
+    def begin(self, conn: sa.Connection, writing: bool) -> None:
+        # The driver leaves transactions to us (isolation_level=None): a writer takes the write
+        # lock at once, and waits up to BUSY_TIMEOUT_S for it, instead of failing on upgrade.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+    def now(self, conn: sa.Connection) -> datetime:
+        return datetime.now(timezone.utc)  # a file is read by the machines that mount it
 
     # -- opening ---------------------------------------------------------------------------
 
     def _not_ours(self, why: str) -> ConfigError:
         return ConfigError(f"{self.path} is not an mlebench results file ({why})")
 
-    def _database_error(self, exc: sqlite3.Error, writing: bool) -> ConfigError:
+    def error(self, exc: BaseException, writing: bool) -> ConfigError:
         """A one-line :class:`ConfigError` naming the file for an error SQLite reported."""
+        if not isinstance(exc, sqlite3.Error):
+            return super().error(exc, writing)
         code = getattr(exc, "sqlite_errorcode", None)
         primary = code & 0xFF if isinstance(code, int) else None
         text = str(exc)
@@ -154,7 +173,7 @@ class SQLiteFile:
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
-            raise self._database_error(exc, writing=False) from exc
+            raise self.error(exc, writing=False) from exc
 
     def _check_integrity(self, conn: sqlite3.Connection) -> None:
         """``PRAGMA quick_check``: a damaged page is found before anything reads or writes it
@@ -177,7 +196,7 @@ class SQLiteFile:
         if not self.path.is_file():
             raise ConfigError(f"{self.path} is not an mlebench results file (not a file)")
         if not self._check_header():
-            self._empty = True
+            self.reads_as_empty()
             return
         base = self.path.resolve().as_uri()
         try:
@@ -202,9 +221,9 @@ class SQLiteFile:
                 if self._check_marker(conn):
                     self._check_integrity(conn)
                 else:
-                    self._empty = True
+                    self.reads_as_empty()
         except sqlite3.DatabaseError as exc:
-            raise self._database_error(exc, writing=False) from exc
+            raise self.error(exc, writing=False) from exc
         except OSError as exc:
             raise ConfigError(f"cannot read results file {self.path}: {exc}") from exc
 
@@ -225,18 +244,10 @@ class SQLiteFile:
             if own_transaction:
                 conn.execute("COMMIT")
         if app_id == APPLICATION_ID:
-            if version > SCHEMA_VERSION:
-                raise ConfigError(
-                    f"results file {self.path} has schema version {version}, newer than this "
-                    f"mlebench supports ({SCHEMA_VERSION}); upgrade mlebench"
-                )
-            if version < SCHEMA_VERSION and not self._migrating:
-                raise ConfigError(
-                    f"results file {self.path} has schema version {version}; this mlebench reads "
-                    f"version {SCHEMA_VERSION}. Upgrade the file with `mlebench results migrate "
-                    f"--results {self.path}` (the original is kept beside it); it is not changed "
-                    f"until you do"
-                )
+            refusal = self.version_refusal(version, str(version))
+            if refusal is not None:
+                raise refusal
+            self.version = version
             return True
         if app_id != 0:
             raise self._not_ours(f"SQLite application_id {app_id:#x}")
@@ -246,12 +257,12 @@ class SQLiteFile:
             raise self._not_ours(f"SQLite user_version {version} without the mlebench marker")
         return False
 
-    @staticmethod
-    def _create_schema(conn: sqlite3.Connection) -> None:
-        for statement in filter(str.strip, _SCHEMA.split(";")):
-            conn.execute(statement)
-        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    def _create_schema(self, conn: sa.Connection) -> None:
+        """The schema, its Alembic stamp and the file's marker (in the caller's transaction)."""
+        create_schema(conn)
+        conn.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self.version = SCHEMA_VERSION
 
     def _create_new(self) -> None:
         """Create the file complete (WAL, schema, marker) in a temporary file, then link it in.
@@ -262,17 +273,18 @@ class SQLiteFile:
         """
         # Not mkstemp: sqlite creates the file with the usual umask-based permissions.
         tmp = self.path.parent / f".{self.path.name}.{uuid.uuid4().hex}.tmp"
+        engine = sa.create_engine("sqlite://", creator=lambda: sqlite3.connect(tmp, isolation_level=None),
+                                  poolclass=NullPool)
         try:
-            conn = sqlite3.connect(tmp, isolation_level=None)
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                with self._write(conn):
-                    self._create_schema(conn)
-            finally:
-                conn.close()
+            with engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+                conn.commit()
+                self.begin(conn, writing=True)
+                self._create_schema(conn)
+                conn.commit()
             with contextlib.suppress(OSError):  # exists already, or no hard links here
                 os.link(tmp, self.path)
-        except sqlite3.Error as exc:
+        except sa.exc.DBAPIError as exc:
             raise ConfigError(f"cannot create results file {self.path}: {exc} (is its folder "
                               f"{self.path.parent} writable?)") from exc
         finally:
@@ -283,23 +295,20 @@ class SQLiteFile:
     def _initialise(self) -> None:
         """Check the marker; initialise an empty file in place (safe against racing processes)."""
         try:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise self._database_error(exc, writing=True) from exc
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            try:
-                if self._check_marker(conn):
+            with self.engine.connect() as conn:
+                raw = conn.connection.dbapi_connection
+                if self._check_marker(raw):
                     return
-                self._use_wal(conn)
-                with self._write(conn):
-                    # Check again under the write lock: another process may have got here first.
-                    if not self._check_marker(conn):
-                        self._create_schema(conn)
-            except sqlite3.DatabaseError as exc:
-                raise self._database_error(exc, writing=True) from exc
-        finally:
-            conn.close()
+                self._use_wal(raw)
+                self.begin(conn, writing=True)
+                # Check again under the write lock: another process may have got here first.
+                if not self._check_marker(raw):
+                    self._create_schema(conn)
+                conn.commit()
+        except sa.exc.DBAPIError as exc:
+            raise self.error(exc.orig, writing=True) from exc
+        except sqlite3.DatabaseError as exc:
+            raise self.error(exc, writing=True) from exc
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
         """Switch to WAL journaling; the switch does not wait on the busy timeout, so retry."""
@@ -318,57 +327,22 @@ class SQLiteFile:
                 raise ConfigError(f"cannot use WAL journaling on results file {self.path}")
             return
 
+    def copy_to(self, backup: Path) -> None:
+        """Copy the file to ``backup``, its WAL folded in first (a copy of the file alone would
+        miss what only the WAL holds)."""
+        try:
+            with contextlib.closing(self._connect()) as conn:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            raise self.error(exc, writing=True) from exc
+        shutil.copy2(self.path, backup)
+
     def _connect(self) -> sqlite3.Connection:
         if self.readonly:
-            if self._empty:  # an empty file: read as a store without runs
-                conn = sqlite3.connect(":memory:", isolation_level=None)
-                self._create_schema(conn)
-            else:
-                conn = sqlite3.connect(self._read_uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn = sqlite3.connect(self._read_uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             conn.execute("PRAGMA query_only = ON")
         else:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
-
-    @contextlib.contextmanager
-    def _connection(self, writing: bool = False) -> Iterator[sqlite3.Connection]:
-        """A connection for one operation; SQLite's errors become one-line :class:`ConfigError`
-        naming the file."""
-        if writing and self.readonly:
-            raise ConfigError(f"results file {self.path} was opened read-only; cannot write to it")
-        try:
-            conn = self._connect()
-            try:
-                yield conn
-            finally:
-                conn.close()
-        except sqlite3.DatabaseError as exc:
-            raise self._database_error(exc, writing) from exc
-
-    @contextlib.contextmanager
-    def _decoding(self) -> Iterator[None]:
-        """Stored JSON or compressed blobs that do not decode: the file is corrupt."""
-        try:
-            yield
-        except (zlib.error, ValueError, IndexError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"results file {self.path} is corrupt: {type(exc).__name__}: {exc} "
-                              f"(it was left as it is; restore it from a backup)") from exc
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _write(conn: sqlite3.Connection) -> Iterator[None]:
-        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error."""
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            # A failed rollback (e.g. on a corrupt page) must not hide the original error;
-            # closing the connection rolls back anyway.
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-    # -- writing ---------------------------------------------------------------------------
