@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import struct
 import zlib
+from typing import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +195,21 @@ def tmpfs(tmp_path: Path):
     yield make
     for folder in reversed(mounted):
         unmount(folder)
+
+
+# -- results stores on both back ends -------------------------------------------------------------
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test (skips, or fails under CI, without a server)."""
+    from .postgres import admin_url, fresh_database
+
+    admin_url()
+    yield from fresh_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> "str | Path":
+    """Where a test's results store lives: a new SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "results.sqlite"
+    return request.getfixturevalue("postgres_url")

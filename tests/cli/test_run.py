@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -40,8 +41,10 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
 
-def test_run_train_eval_results(root: Path, tmp_path: Path):
-    db, ckpt = tmp_path / "r.sqlite", tmp_path / "m.pt"
+def test_run_train_eval_results(root: Path, tmp_path: Path, store_target):
+    """run, eval, results list/export, report, compare, reap and migrate, on an SQLite file and
+    on a PostgreSQL database (``--results URL``): the same commands, the same numbers."""
+    db, ckpt = store_target, tmp_path / "m.pt"
     result = invoke("run", "--data-root", str(root), "--steps", "3", "--results", str(db),
                     "--save-checkpoint", str(ckpt), "--weights", "none")
     assert result.exit_code == 0, result.output
@@ -55,8 +58,12 @@ def test_run_train_eval_results(root: Path, tmp_path: Path):
     assert read_checkpoint(ckpt)["extra"]["step"] == 3
     # eval of the saved checkpoint reproduces the numbers exactly.
     result = invoke("eval", "--data-root", str(root), "--checkpoint", str(ckpt), "--results", str(db),
-                    "--protocol", "missing-modality", "--weights", "none")
+                    "--protocol", "missing-modality", "--weights", "none", "--heartbeat-interval", "0.05")
     assert result.exit_code == 0, result.output
+    beats = ResultsStore(db).runs().iloc[0]  # the job beat while it evaluated (every 0.05 s)
+    lived = datetime.fromisoformat(beats["ended_at"]) - datetime.fromisoformat(beats["started_at"])
+    since_beat = datetime.fromisoformat(beats["ended_at"]) - datetime.fromisoformat(beats["heartbeat_at"])
+    assert lived.total_seconds() > 0.5 and since_beat.total_seconds() < 0.5 * lived.total_seconds()
     out = invoke("results", "export", "--results", str(db), "--format", "json")
     rows = pd.DataFrame(json.loads(out.output))
     # The export carries at least these columns, in this order (the run's own fields may grow).
@@ -91,6 +98,22 @@ def test_run_train_eval_results(root: Path, tmp_path: Path):
     assert list(from_csv.run_id) == list(rows.run_id) and list(from_csv.metric) == list(rows.metric)
     assert from_csv.value.isna().equals(rows.value.isna())
     assert (from_csv.value.dropna() == rows.value.dropna()).all()
+    first_id, second_id = rows.run_id.unique()
+    compared = invoke("compare", first_id, second_id, "--results", str(db), "--resamples", "100", "--json")
+    assert compared.exit_code == 0, compared.output
+    assert all(case["difference"] == 0 for case in json.loads(compared.output)["cases"])
+    report = invoke("report", "--results", str(db), "--format", "markdown", "--table", "missing-modality")
+    assert report.exit_code == 0, report.output
+    row = next(line for line in report.output.splitlines() if line.startswith("| mlesam / R-D-E-L"))
+    cells = [c.strip() for c in row.split("|")[2:17]]  # the 15 test subsets
+    assert cells == [f"{100 * v:.2f}" for v in miou[first_id].reindex(
+        ["rgb", "depth", "event", "lidar", "rgb,depth", "rgb,event", "rgb,lidar", "depth,event", "depth,lidar",
+         "event,lidar", "rgb,depth,event", "rgb,depth,lidar", "rgb,event,lidar", "depth,event,lidar",
+         "rgb,depth,event,lidar"])]
+    for args, said in [(["results", "reap"], "marked 0 stale run(s) failed"),
+                       (["results", "migrate"], "is already at schema version 3")]:
+        done = invoke(*args, "--results", str(db))
+        assert done.exit_code == 0 and said in done.output, done.output
 
 
 def test_protocols_and_methods_listing():

@@ -60,6 +60,14 @@ def begin_run(store: ResultsStore, **overrides) -> str:
     return store.start_run(**fields)
 
 
+def count_rows(store: ResultsStore, table: str) -> int:
+    """How many rows ``table`` of the store holds (finished or not)."""
+    import sqlalchemy as sa
+
+    with store.backend.transaction() as conn:
+        return conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+
+
 def expected_frame(run_id: str, rows=ROWS, train="rgb,depth") -> pd.DataFrame:
     return pd.DataFrame(
         [

@@ -76,3 +76,73 @@ def test_an_old_store_is_refused_untouched_then_migrated(tmp_path: Path):
     ids = store_with(path, [{"ids": ["x"], "counts": np.ones((1, 3, 25), dtype=np.int64)}])
     with pytest.raises(ConfigError, match="run r1 has no per-sample counts"):
         compare_runs(ResultsStore(path), "r1", ids[0])
+
+
+def _differences(url) -> list:
+    """What Alembic's autogenerate finds between the database at ``url`` and the schema module."""
+    import sqlalchemy as sa
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from mlebench.results.schema import VERSION_TABLE, metadata
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        # SQLite reflects a '' default as text Alembic cannot compare; PostgreSQL compares it.
+        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE, "compare_type": True,
+                                                         "compare_server_default": engine.name != "sqlite"})
+        return compare_metadata(context, metadata)
+
+
+def test_migrations_from_an_empty_database_give_the_schema_a_new_store_gets(store_target):
+    """A new store is created from schema.py and stamped; the migrations from nothing must end at
+    exactly those tables (columns, types, nullability, defaults, indexes, keys)."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from mlebench.results.migration import alembic_config, current_revision, head_revision
+    from mlebench.results.target import parse_target
+
+    url = parse_target(store_target).url
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "head")
+    with engine.connect() as conn:
+        assert current_revision(conn) == head_revision() == f"{SCHEMA_VERSION:04d}"
+    assert _differences(url) == []
+    created = ResultsStore(store_target if isinstance(store_target, str) else store_target.with_name("new.sqlite"))
+    assert _differences(created.target.url) == []
+
+
+def test_an_older_database_is_refused_untouched_then_migrated(postgres_url):
+    """PostgreSQL: a store at schema 2 (the migrations up to 0002) is refused for reading and
+    writing, naming `results migrate`, which upgrades it in place keeping its rows."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from mlebench.results.migration import alembic_config
+
+    from ..postgres import sql
+
+    engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0002")
+    sql(postgres_url, "INSERT INTO runs (id, method, variant, dataset, train_modalities, preset, config, seed, "
+                      "versions, started_at, status) VALUES ('r1', 'm', 'v', 'synthetic', 'rgb', 'tiny', '{}', 0, "
+                      "'{}', '2026-01-01T00:00:00+00:00', 'finished')")
+    sql(postgres_url, "INSERT INTO results (run_id, protocol, test_modalities, condition, corruption, metric, value)"
+                      " VALUES ('r1', 'full', 'rgb', 'all', 'none', 'miou', 0.25)")
+    for readonly in (False, True):
+        with pytest.raises(ConfigError, match=r"has schema version 2; this mlebench reads version 3\. Upgrade it "
+                                              r"with `mlebench results migrate --results postgresql\+psycopg://"):
+            ResultsStore(postgres_url, readonly=readonly)
+    assert sql(postgres_url, "SELECT version_num FROM mlebench_alembic_version") == [("0002",)]
+    result = invoke("results", "migrate", "--results", postgres_url)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith("from schema version 2 to 3")
+    store = ResultsStore(postgres_url)
+    assert store.results()["value"].tolist() == [0.25]
+    assert store.runs().iloc[0]["heartbeat_at"] is None
+    assert _differences(postgres_url) == []
+    again = invoke("results", "migrate", "--results", postgres_url)
+    assert again.exit_code == 0 and "is already at schema version 3" in again.output

@@ -1,6 +1,8 @@
-"""The results store's API: round trips, atomic runs, killed and concurrent writers, foreign
-files, a newer schema and an empty file adopted (exports: report/test_export.py; SQLite file
-handling: results/test_sqlite.py)."""
+"""The results store's API on both back ends (an SQLite file and a PostgreSQL database; the
+``store_target`` fixture): round trips, atomic runs, killed and concurrent writers; then, for
+SQLite files, foreign files, a newer schema and an empty file adopted (exports:
+report/test_export.py; SQLite file handling: results/test_sqlite.py; PostgreSQL's own guards:
+results/test_postgres.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ from mlebench.results import (
 )
 
 from ..helpers import REPO_ROOT
-from .stores import ROWS, begin_run, expected_frame, export_text
+from ..postgres import sql
+from .stores import ROWS, begin_run, count_rows, expected_frame, export_text
 
 
 def _sql(path: Path, query: str, params=()) -> list[tuple]:
@@ -44,10 +47,8 @@ def _sql(path: Path, query: str, params=()) -> list[tuple]:
 # -- round trip ------------------------------------------------------------------------------
 
 
-def test_round_trip(tmp_path: Path) -> None:
-    path = tmp_path / "deep" / "folder" / "results.sqlite"
-    store = ResultsStore(path)
-    assert path.is_file()
+def test_round_trip(store_target) -> None:
+    store = ResultsStore(store_target)
     run_id = begin_run(store)
     assert len(run_id) == 32 and int(run_id, 16) >= 0
 
@@ -71,26 +72,33 @@ def test_round_trip(tmp_path: Path) -> None:
     assert run["versions"] == {"mlebench": "0.1.0"}
     assert run["seed"] == 0 and run["git_commit"] == "0" * 40
     assert run["error"] is None
+    assert run["heartbeat_at"] >= run["started_at"] and run["state"] == "finished"
 
-    # The file carries our marker and uses WAL journaling.
+    # Reopening an existing store keeps everything.
+    pd.testing.assert_frame_equal(ResultsStore(store_target).results(), expected_frame(run_id))
+    assert store.backend.version == SCHEMA_VERSION
+
+
+def test_a_new_file_is_marked_and_uses_wal(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "folder" / "results.sqlite"
+    ResultsStore(path)
+    assert path.is_file()
     assert _sql(path, "PRAGMA application_id") == [(APPLICATION_ID,)]
     assert _sql(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert _sql(path, "PRAGMA journal_mode") == [("wal",)]
-
-    # Reopening an existing store keeps everything.
-    pd.testing.assert_frame_equal(ResultsStore(path).results(), expected_frame(run_id))
+    assert _sql(path, "SELECT version_num FROM mlebench_alembic_version") == [(f"{SCHEMA_VERSION:04d}",)]
 
 
-def test_empty_store(tmp_path: Path) -> None:
-    store = ResultsStore(tmp_path / "r.db")
+def test_empty_store(store_target) -> None:
+    store = ResultsStore(store_target)
     assert store.runs().empty and store.results().empty
     assert list(store.results().columns) == list(RESULT_COLUMNS)
     assert export_text(store, "csv") == ",".join(EXPORT_COLUMNS) + "\n"
     assert json.loads(export_text(store, "json")) == []
 
 
-def test_runs_newest_first_and_filter_by_run_id(tmp_path: Path) -> None:
-    store = ResultsStore(tmp_path / "r.db")
+def test_runs_newest_first_and_filter_by_run_id(store_target) -> None:
+    store = ResultsStore(store_target)
     first = begin_run(store, seed=1)
     second = begin_run(store, seed=2)
     store.finish_run(first, ROWS[:1])
@@ -102,15 +110,15 @@ def test_runs_newest_first_and_filter_by_run_id(tmp_path: Path) -> None:
         store.results(run_ids=["nosuchrun"])
 
 
-def test_default_versions_come_from_package_versions(tmp_path: Path) -> None:
-    store = ResultsStore(tmp_path / "r.db")
+def test_default_versions_come_from_package_versions(store_target) -> None:
+    store = ResultsStore(store_target)
     run_id = begin_run(store, versions=None)
     versions = store.runs().set_index("id").loc[run_id, "versions"]
     assert set(versions) == {"mlebench", "torch", "numpy"}  # a method adds its own packages
 
 
-def test_bad_arguments(tmp_path: Path) -> None:
-    store = ResultsStore(tmp_path / "r.db")
+def test_bad_arguments(store_target) -> None:
+    store = ResultsStore(store_target)
     with pytest.raises(TypeError, match="train_modalities"):
         begin_run(store, train_modalities="rgb")  # would silently become "r,g,b"
     run_id = begin_run(store)
@@ -127,8 +135,8 @@ def test_bad_arguments(tmp_path: Path) -> None:
 # -- unfinished and failed runs --------------------------------------------------------------
 
 
-def test_unfinished_runs_are_excluded_by_default(tmp_path: Path) -> None:
-    store = ResultsStore(tmp_path / "r.db")
+def test_unfinished_runs_are_excluded_by_default(store_target) -> None:
+    store = ResultsStore(store_target)
     finished = begin_run(store)
     running = begin_run(store)
     failed = begin_run(store)
@@ -181,12 +189,12 @@ else:
 """
 
 
-def _run_and_kill(path: Path, mode: str) -> str:
+def _run_and_kill(target, mode: str) -> str:
     """Start a run in a child process, wait until it reaches ``mode``'s sleep, SIGKILL it."""
     pythonpath = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": pythonpath}
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(path), mode],
+        [sys.executable, "-c", _CHILD, str(target), mode],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -196,12 +204,15 @@ def _run_and_kill(path: Path, mode: str) -> str:
         run_id = child.stdout.readline().strip()
         reached = child.stdout.readline().strip()
         assert reached, f"child died early: {child.stderr.read()}"
-        if mode == "finish":
+        if mode == "finish" and isinstance(target, Path):
             # The child really is inside the write transaction: the write lock is taken.
-            probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+            probe = sqlite3.connect(target, timeout=0, isolation_level=None)
             with pytest.raises(sqlite3.OperationalError, match="locked"):
                 probe.execute("BEGIN IMMEDIATE")
             probe.close()
+        elif mode == "finish":  # PostgreSQL: the child's session is inside a transaction
+            assert sql(target, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                               "AND state = 'idle in transaction'") == [(1,)]
     finally:
         child.send_signal(signal.SIGKILL)
         child.communicate()
@@ -210,16 +221,15 @@ def _run_and_kill(path: Path, mode: str) -> str:
 
 
 @pytest.mark.parametrize("mode", ["train", "finish"])
-def test_killed_run_leaves_running_row_and_no_results(tmp_path: Path, mode: str) -> None:
-    path = tmp_path / "r.db"
-    store = ResultsStore(path)
-    run_id = _run_and_kill(path, mode)
+def test_killed_run_leaves_running_row_and_no_results(store_target, mode: str) -> None:
+    store = ResultsStore(store_target)
+    run_id = _run_and_kill(store_target, mode)
 
     runs = store.runs()
     assert list(runs["id"]) == [run_id]
     assert runs.iloc[0]["status"] == "running"
     assert runs.iloc[0]["ended_at"] is None
-    assert _sql(path, "SELECT count(*) FROM results") == [(0,)]
+    assert count_rows(store, "results") == 0
     assert store.results(include_unfinished=True).empty
 
     # The file is still fully usable, including for writes.
@@ -228,8 +238,8 @@ def test_killed_run_leaves_running_row_and_no_results(tmp_path: Path, mode: str)
     pd.testing.assert_frame_equal(store.results(), expected_frame(other))
 
 
-def test_exception_inside_finish_run_writes_nothing(tmp_path: Path) -> None:
-    store = ResultsStore(tmp_path / "r.db")
+def test_exception_inside_finish_run_writes_nothing(store_target) -> None:
+    store = ResultsStore(store_target)
     run_id = begin_run(store)
 
     def rows():
@@ -238,13 +248,13 @@ def test_exception_inside_finish_run_writes_nothing(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="evaluation crashed"):
         store.finish_run(run_id, rows())
-    assert _sql(store.path, "SELECT count(*) FROM results") == [(0,)]
+    assert count_rows(store, "results") == 0
     assert store.runs().iloc[0]["status"] == "running"
 
     # A bad row halfway is rolled back the same way.
     with pytest.raises(TypeError):
         store.finish_run(run_id, [ROWS[0], "not a row"])
-    assert _sql(store.path, "SELECT count(*) FROM results") == [(0,)]
+    assert count_rows(store, "results") == 0
 
     # The run can still be finished (or failed) afterwards.
     store.finish_run(run_id, ROWS)
@@ -253,7 +263,7 @@ def test_exception_inside_finish_run_writes_nothing(tmp_path: Path) -> None:
 
 # -- concurrent writers ----------------------------------------------------------------------
 
-N_WORKERS, N_RUNS, N_ROWS = 3, 20, 50
+N_WORKERS, N_RUNS, N_ROWS = 8, 3, 50
 
 
 def _value(worker: int, run: int, row: int) -> float:
@@ -279,8 +289,11 @@ def _writer(path: str, worker: int, go, errors) -> None:
         errors.put(traceback.format_exc())
 
 
-def test_concurrent_writers(tmp_path: Path) -> None:
-    path = tmp_path / "shared" / "results.db"
+def test_concurrent_writers(store_target, tmp_path: Path) -> None:
+    """8 processes each write 3 runs into one store that does not exist yet (SQLite: no file;
+    PostgreSQL: an empty database), all at once: 24 finished runs, every row present once, no
+    lock error."""
+    path = tmp_path / "shared" / "results.db" if isinstance(store_target, Path) else store_target
     ctx = multiprocessing.get_context("fork")
     go, errors = ctx.Event(), ctx.Queue()
     workers = [
