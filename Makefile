@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-# What the report tests render with: pdflatex (LaTeX tables) and headless Chromium (the HTML page).
-SYSTEM_PACKAGES := texlive-latex-base texlive-latex-recommended chromium poppler-utils
+# What the report tests render with: pdflatex (LaTeX tables) and headless Chromium (the HTML page);
+# the shared results store's tests run against PostgreSQL (started by scripts/services.sh).
+SYSTEM_PACKAGES := texlive-latex-base texlive-latex-recommended chromium poppler-utils postgresql
 
 EXAMPLE := reports/example
 EXAMPLE_DB := runs/example/results.sqlite
@@ -61,12 +62,13 @@ example-report: $(STAMP)
 	chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,2000 \
 	    --screenshot=$(CURDIR)/$(EXAMPLE)/report.png file://$(CURDIR)/$(EXAMPLE)/report.html
 
-# Installs the renderers the report tests need, from Debian's packages, when they are missing
+# Installs the renderers the report tests need and PostgreSQL, from Debian's packages, when missing
 # (CI runs this as root before `make test`; elsewhere run it with sudo or install them yourself).
 system-deps:
 	@if command -v pdflatex >/dev/null && command -v pdftotext >/dev/null && \
-	    (command -v chromium >/dev/null || command -v chromium-browser >/dev/null); then \
-	    echo "pdflatex, pdftotext and chromium are installed"; \
+	    (command -v chromium >/dev/null || command -v chromium-browser >/dev/null) && \
+	    ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	    echo "pdflatex, pdftotext, chromium and postgresql are installed"; \
 	else \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	        $(SYSTEM_PACKAGES); \
