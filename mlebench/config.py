@@ -84,6 +84,7 @@ class RunSpec:
     bootstrap: BootstrapSpec = field(default_factory=BootstrapSpec)
     group_id: str | None = None  # ties the runs of one multi-seed command together
     heartbeat_interval: float = DEFAULT_HEARTBEAT_S  # seconds between a running job's heartbeats
+    sweep_cell: str | None = None  # the sweep cell this run is (mlebench.sweep), stored in its config
 
     @property
     def results_file(self) -> Path | None:

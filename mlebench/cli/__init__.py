@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import click
 
-from mlebench.cli import bench, check, data, jobs, report, results
+from mlebench.cli import bench, check, data, jobs, report, results, sweep
 from mlebench.cli.options import Group, load_plugins_option
 
 
@@ -28,7 +28,7 @@ def main() -> None:
 
 
 for command in (data.data, *jobs.COMMANDS, results.results, results.compare_cmd, report.report_cmd,
-                bench.bench, check.check_cmd):
+                bench.bench, check.check_cmd, sweep.sweep):
     main.add_command(command)
 
 

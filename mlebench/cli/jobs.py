@@ -65,6 +65,7 @@ def job_options(with_protocol: bool, checkpoint_required: bool = False) -> Any:
             click.option("--heartbeat-interval", type=click.FloatRange(min=0, min_open=True), default=60.0,
                          show_default=True, metavar="SECONDS",
                          help="How often the running job records that it lives (see `results reap`)."),
+            click.option("--sweep-cell", default=None, hidden=True),  # set by `mlebench sweep` for its cells
             click.option("--split", "eval_split", default="val", show_default=True),
             click.option("--batch-size", "eval_batch_size", type=click.IntRange(1), default=4,
                          show_default=True, help="Evaluation batch size."),
@@ -118,6 +119,7 @@ def spec_from_options(params: dict[str, Any], protocol: str | None) -> Any:
         eval_batch_size=params.get("eval_batch_size", 4), feature_cache=not params.get("no_feature_cache", False),
         num_workers=params.get("num_workers"), eval_amp=params.get("eval_amp", False),
         heartbeat_interval=params.get("heartbeat_interval", 60.0),
+        sweep_cell=params.get("sweep_cell"),
     )  # fmt: skip
 
 

@@ -171,6 +171,7 @@ def run_job(spec: RunSpec, echo: Echo = print, progress: bool = False, report: E
                 "eval_amp": spec.eval_amp, "eval_num_workers": eval_workers(spec),
                 "bootstrap": dataclasses.asdict(spec.bootstrap),
                 "parameters": {k: v for k, v in method.parameter_report().items() if k in ("trainable", "frozen")},
+                **({"sweep_cell": spec.sweep_cell} if spec.sweep_cell else {}),
             },
             seed=spec.seed, git_commit=git_commit(), versions=package_versions(extra=method.versioned_packages),
             protocol=spec.protocol, split=spec.eval_split, miou_convention=info.miou_convention,

@@ -208,12 +208,15 @@ class ResultsStore:
         with self.backend.transaction(writing=True) as conn:
             self._end_run(conn, run_id, "failed", str(message))
 
-    def reap(self, grace: float = DEFAULT_GRACE_S) -> list[tuple[str, str]]:
-        """Mark every stale run (:meth:`runs` with ``grace``) failed; returns (run id, state) of
-        each run reaped. A run whose heartbeat arrives meanwhile is left running."""
+    def reap(self, grace: float = DEFAULT_GRACE_S, run_ids: Iterable[str] | None = None) -> list[tuple[str, str]]:
+        """Mark every stale run (:meth:`runs` with ``grace``; only ``run_ids`` if given) failed;
+        returns (run id, state) of each run reaped. A run whose heartbeat arrives meanwhile is
+        left running."""
         reaped = []
         stale = self.runs(grace=grace)
         stale = stale[stale["status"].eq("running") & stale["state"].str.startswith("stale")]
+        if run_ids is not None:
+            stale = stale[stale["id"].isin(list(run_ids))]
         for run in stale.itertuples():
             with self.backend.transaction(writing=True) as conn:
                 seen = (_runs.c.heartbeat_at.is_(None) if run.heartbeat_at is None
