@@ -9,8 +9,9 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 # What the report tests render with: pdflatex (LaTeX tables) and headless Chromium (the HTML page);
-# the shared results store's tests run against PostgreSQL (started by scripts/services.sh).
-SYSTEM_PACKAGES := texlive-latex-base texlive-latex-recommended chromium poppler-utils postgresql
+# the shared results store's tests run against PostgreSQL, the sweep's on a one-node Slurm (both
+# started by scripts/services.sh).
+SYSTEM_PACKAGES := texlive-latex-base texlive-latex-recommended chromium poppler-utils postgresql slurm-wlm munge
 
 EXAMPLE := reports/example
 EXAMPLE_DB := runs/example/results.sqlite
@@ -35,40 +36,28 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The example report of the embedded default (reports/example/): MLE-SAM and its no-auxiliary-
-# head variant trained as `make run` does (500 steps), evaluated under every protocol (noise at
-# the paper's two settings); the baselines SAM-LoRA, CWSAM and CMNeXt trained the same way and
-# evaluated under missing-modality and full; then rendered. About 30 minutes on 2 CPU cores.
+# The example report of the embedded default (reports/example/): a sweep of the runs in
+# reports/example/sweep.yaml — MLE-SAM and its no-auxiliary-head variant trained as `make run` does
+# (500 steps), evaluated under every protocol (noise at the paper's two settings); the baselines
+# SAM-LoRA, CWSAM and CMNeXt trained the same way and evaluated under missing-modality and full —
+# then rendered. About 30 minutes on 2 CPU cores; run it again and only what is missing runs.
 example-report: $(STAMP)
-	rm -rf runs/example && mkdir -p runs/example $(EXAMPLE)
-	printf 'protocol: {sweep: false}\n' > runs/example/noise.yaml
-	for m in mlesam mlesam-noaux; do \
-	    $(BIN)/mlebench run --method $$m --results $(EXAMPLE_DB) --save-checkpoint runs/example/$$m.pt && \
-	    for p in full conditions tsne; do \
-	        $(BIN)/mlebench eval --method $$m --checkpoint runs/example/$$m.pt --protocol $$p \
-	            --results $(EXAMPLE_DB) || exit 1; \
-	    done && \
-	    $(BIN)/mlebench eval --method $$m --checkpoint runs/example/$$m.pt --protocol noise \
-	        --config runs/example/noise.yaml --results $(EXAMPLE_DB) || exit 1; \
-	done
-	for m in sam-lora cwsam cmnext; do \
-	    $(BIN)/mlebench run --method $$m --results $(EXAMPLE_DB) --save-checkpoint runs/example/$$m.pt && \
-	    $(BIN)/mlebench eval --method $$m --checkpoint runs/example/$$m.pt --protocol full \
-	        --results $(EXAMPLE_DB) || exit 1; \
-	done
+	mkdir -p runs/example $(EXAMPLE)
+	$(BIN)/mlebench sweep $(EXAMPLE)/sweep.yaml --executor local --results $(EXAMPLE_DB) --folder runs/example/sweep
 	$(BIN)/mlebench report --results $(EXAMPLE_DB) --format html --ci -o $(EXAMPLE)/report.html
 	$(BIN)/mlebench report --results $(EXAMPLE_DB) --format latex -o $(EXAMPLE)/tables.tex --pdf
 	$(BIN)/mlebench report --results $(EXAMPLE_DB) --format markdown -o $(EXAMPLE)/tables.md
 	chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,2000 \
 	    --screenshot=$(CURDIR)/$(EXAMPLE)/report.png file://$(CURDIR)/$(EXAMPLE)/report.html
 
-# Installs the renderers the report tests need and PostgreSQL, from Debian's packages, when missing
+# Installs the renderers the report tests need, PostgreSQL and Slurm, from Debian's packages, when missing
 # (CI runs this as root before `make test`; elsewhere run it with sudo or install them yourself).
 system-deps:
 	@if command -v pdflatex >/dev/null && command -v pdftotext >/dev/null && \
 	    (command -v chromium >/dev/null || command -v chromium-browser >/dev/null) && \
-	    ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
-	    echo "pdflatex, pdftotext, chromium and postgresql are installed"; \
+	    ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && command -v slurmctld >/dev/null && \
+	    command -v munged >/dev/null; then \
+	    echo "pdflatex, pdftotext, chromium, postgresql and slurm are installed"; \
 	else \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	        $(SYSTEM_PACKAGES); \

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Starts (and stops) the servers the tests and a developer use: a PostgreSQL server for the shared
-# results store. CI runs `eval "$(scripts/services.sh start postgres)"` before `make test`; run the
-# same on your machine to run the PostgreSQL tests (without it they skip, saying so).
+# results store and a one-node Slurm for sweeps. CI runs `eval "$(scripts/services.sh start
+# postgres)"` and `scripts/services.sh start slurm` before `make test`; run the same on your
+# machine to run those tests (without them they skip, saying so).
 #
 #   scripts/services.sh start postgres   # prints `export MLEBENCH_TEST_POSTGRES=URL` (eval it)
-#   scripts/services.sh stop postgres
+#   scripts/services.sh start slurm      # root only: munged, slurmctld and slurmd on this host
+#   scripts/services.sh stop postgres|slurm
 #   scripts/services.sh status
 #
 # The server is for tests and development only: its own cluster in $MLEBENCH_SERVICES
@@ -18,6 +20,11 @@ SERVICES=${MLEBENCH_SERVICES:-/tmp/mlebench-services}
 PG_PORT=${MLEBENCH_PG_PORT:-54329}
 PG_DIR=$SERVICES/postgres
 PG_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/postgres"
+
+# The one-node Slurm: this host as its only node (what `slurmd -C` reports), one partition,
+# proctrack/linuxproc and no cgroups, no accounting database (sacct fails; submitit copes).
+SLURM_CONF=/etc/slurm/slurm.conf
+SLURM_MARK="# written by mlebench scripts/services.sh"
 
 die() { echo "services.sh: $*" >&2; exit 1; }
 
@@ -67,6 +74,67 @@ pg_stop() {
     echo "stopped postgres ($PG_DIR)" >&2
 }
 
+slurm_start() {
+    [ "$(id -u)" = 0 ] || die "starting Slurm needs root (it runs slurmd as root); CI runs this as root"
+    command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null \
+        || die "Slurm is not installed; run \`make system-deps\` as root (Debian's slurm-wlm and munge)"
+    if [ -e "$SLURM_CONF" ] && ! grep -q "^$SLURM_MARK" "$SLURM_CONF"; then
+        die "$SLURM_CONF exists and was not written by this script; not touching a real cluster's configuration"
+    fi
+    mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge
+    local node
+    node=$(slurmd -C | head -n 1)
+    cat > "$SLURM_CONF" <<CONF
+$SLURM_MARK
+ClusterName=mlebench
+SlurmctldHost=$(hostname -s)
+SlurmUser=root
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+ReturnToService=2
+MpiDefault=none
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd.pid
+StateSaveLocation=/var/spool/slurmctld
+SlurmdSpoolDir=/var/spool/slurmd
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd.log
+MinJobAge=300
+$node State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+CONF
+    if [ ! -s /etc/munge/munge.key ]; then
+        mungekey --create --keyfile /etc/munge/munge.key >/dev/null 2>&1 || die "mungekey failed"
+    fi
+    chown -R munge: /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
+    chmod 0400 /etc/munge/munge.key
+    pgrep -x munged >/dev/null || runuser -u munge -- munged || die "munged did not start"
+    pgrep -x slurmctld >/dev/null || slurmctld || die "slurmctld did not start; see /var/log/slurm/slurmctld.log"
+    pgrep -x slurmd >/dev/null || slurmd || die "slurmd did not start; see /var/log/slurm/slurmd.log"
+    local i
+    for i in $(seq 1 60); do
+        if sinfo -h -o %t 2>/dev/null | grep -qE "^(idle|mix|alloc)"; then
+            echo "slurm: one node ($(hostname -s)) idle in partition debug" >&2
+            return 0
+        fi
+        scontrol update nodename="$(hostname -s)" state=resume >/dev/null 2>&1 || true
+        sleep 1
+    done
+    die "the Slurm node did not become idle: $(sinfo -h 2>&1 | head -n 3)"
+}
+
+slurm_stop() {
+    pkill -x slurmd 2>/dev/null || true
+    pkill -x slurmctld 2>/dev/null || true
+    echo "stopped slurmd and slurmctld" >&2
+}
+
 status() {
     local bin
     if bin=$(pg_bin 2>/dev/null) && "$bin/pg_isready" -h 127.0.0.1 -p "$PG_PORT" -t 1 >/dev/null 2>&1; then
@@ -74,11 +142,18 @@ status() {
     else
         echo "postgres: not running (start: eval \"\$(scripts/services.sh start postgres)\")"
     fi
+    if command -v sinfo >/dev/null && sinfo -h -o %t 2>/dev/null | grep -qE "^(idle|mix|alloc)"; then
+        echo "slurm: running ($(sinfo -h -o '%P %D %t' | head -n 1))"
+    else
+        echo "slurm: not running (start, as root: scripts/services.sh start slurm)"
+    fi
 }
 
 case "${1:-} ${2:-}" in
     "start postgres") pg_start ;;
     "stop postgres") pg_stop ;;
+    "start slurm") slurm_start ;;
+    "stop slurm") slurm_stop ;;
     "status "*) status ;;
-    *) die "usage: scripts/services.sh start|stop postgres | status" ;;
+    *) die "usage: scripts/services.sh start|stop postgres|slurm | status" ;;
 esac
