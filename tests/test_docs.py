@@ -41,7 +41,12 @@ def _command_lines(text: str) -> list[str]:
 
 def _resolve(words: list[str]) -> tuple[click.Command, list[str]]:
     command: click.Command = main
-    while isinstance(command, click.Group) and words and not words[0].startswith("-"):
+    while isinstance(command, click.Group) and words:
+        default = getattr(command, "default_command", None)  # `sweep GRID` is `sweep submit GRID`
+        if default and command.get_command(click.Context(command), words[0]) is None:
+            words = [default, *words]
+        if words[0].startswith("-"):
+            break
         sub = command.get_command(click.Context(command), words[0])  # plugins' commands too
         if sub is None:
             raise AssertionError(f"no command {words[0]!r} under {command.name!r}")

@@ -15,9 +15,11 @@ from mlebench.cli.options import GRACE_OPTION, STORE_HELP, Group, StoreParam, ap
 class SweepGroup(Group):
     """``mlebench sweep [GRID] [options]`` is ``mlebench sweep submit ...``."""
 
+    default_command = "submit"
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
-            args = ["submit", *args]
+            args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
 

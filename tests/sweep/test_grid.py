@@ -107,6 +107,7 @@ def test_a_cell_is_identified_by_its_whole_configuration(sweep_data: Path, tmp_p
     label.write_bytes(label.read_bytes() + b"\0")
     changed = identify(run, spec_from_options, "run", {"protocol": "full", "data_root": str(copy), "seed": 0}, {})
     assert changed.identity["data"]["fingerprint"] != base.identity["data"]["fingerprint"]
+    assert len({base.cell_id, moved.cell_id, changed.cell_id}) == 3  # the root is part of the data's identity
     # An eval cell names its checkpoint; a run option it lacks is named.
     with pytest.raises(ConfigError, match="steps: not an option of `mlebench eval`"):
         cell_argv(eval_cmd, "eval", {"steps": 2})
