@@ -1,14 +1,28 @@
 """The results store (:mod:`.store`, on the back ends of :mod:`.backends`), its row vocabulary
-(:mod:`.rows`) and run provenance (:mod:`.provenance`)."""
+(:mod:`.rows`) and run provenance (:mod:`.provenance`).
 
-from mlebench.results.provenance import git_commit, package_versions
-from mlebench.results.rows import BootstrapSpec, CaseCounts, CaseKey, ResultRow, case_counts, result_rows
-from mlebench.results.schema import APPLICATION_ID, RESULT_COLUMNS, RUN_COLUMNS, SCHEMA_VERSION
-from mlebench.results.store import ResultsStore, migrate, open_store_for_reading
-from mlebench.results.target import StoreTarget, parse_target
+The names below load on first use (PEP 562), so that a light part — :mod:`.target`, which the
+command line uses to check ``--results`` — does not import the store, torch and the migrations."""
 
-__all__ = [
-    "APPLICATION_ID", "RESULT_COLUMNS", "RUN_COLUMNS", "SCHEMA_VERSION", "BootstrapSpec", "CaseCounts", "CaseKey",
-    "ResultRow", "ResultsStore", "StoreTarget", "case_counts", "git_commit", "migrate", "open_store_for_reading",
-    "package_versions", "parse_target", "result_rows",
-]  # fmt: skip
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "git_commit": "provenance", "package_versions": "provenance",
+    "BootstrapSpec": "rows", "CaseCounts": "rows", "CaseKey": "rows", "ResultRow": "rows", "case_counts": "rows",
+    "result_rows": "rows",
+    "APPLICATION_ID": "schema", "RESULT_COLUMNS": "schema", "RUN_COLUMNS": "schema", "SCHEMA_VERSION": "schema",
+    "ResultsStore": "store", "migrate": "store", "open_store_for_reading": "store",
+    "StoreTarget": "target", "parse_target": "target",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mlebench.results' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"mlebench.results.{_EXPORTS[name]}"), name)
+
+
+__all__ = sorted(_EXPORTS)

@@ -61,13 +61,16 @@ runs = sa.Table(
     sa.CheckConstraint("status IN ('running', 'finished', 'failed')", name="runs_status"),
 )  # fmt: skip
 
+def _case_columns() -> list[sa.Column]:
+    """The run and the case a row belongs to (result rows and per-sample counts alike)."""
+    return [sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id"), nullable=False),
+            *(sa.Column(name, sa.Text, nullable=False) for name in ("protocol", "test_modalities", "condition",
+                                                                    "corruption"))]
+
+
 results = sa.Table(
     "results", metadata,
-    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id"), nullable=False),
-    sa.Column("protocol", sa.Text, nullable=False),
-    sa.Column("test_modalities", sa.Text, nullable=False),
-    sa.Column("condition", sa.Text, nullable=False),
-    sa.Column("corruption", sa.Text, nullable=False),
+    *_case_columns(),
     sa.Column("metric", sa.Text, nullable=False),
     sa.Column("class", sa.Text, nullable=False, server_default=""),
     sa.Column("value", DOUBLE),
@@ -86,11 +89,7 @@ run_samples = sa.Table(
 
 case_counts = sa.Table(
     "case_counts", metadata,
-    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id"), nullable=False),
-    sa.Column("protocol", sa.Text, nullable=False),
-    sa.Column("test_modalities", sa.Text, nullable=False),
-    sa.Column("condition", sa.Text, nullable=False),
-    sa.Column("corruption", sa.Text, nullable=False),
+    *_case_columns(),
     sa.Column("n_samples", sa.Integer, nullable=False),
     sa.Column("n_classes", sa.Integer, nullable=False),
     sa.Column("sample_index", sa.LargeBinary, nullable=False),

@@ -30,6 +30,9 @@ def test_ctrl_c_at_any_moment_is_one_line_and_status_130(delay: float, small_syn
     time.sleep(delay)
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=120)
-    assert child.returncode == 130, (out, err)
+    # 130, or death by SIGINT, which a shell also reports as 130: CPython re-raises SIGINT at exit
+    # when the interrupt landed inside code an extension module runs while it is imported (torch),
+    # however the exception was handled afterwards. Seen at 2.2 s into `import mlebench.data`.
+    assert child.returncode in (130, -signal.SIGINT), (out, err)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert [line for line in err.splitlines() if line.strip()] == ["Error: interrupted by Ctrl-C (SIGINT)"]
