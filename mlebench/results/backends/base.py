@@ -3,6 +3,7 @@ operation, the database's clock, and errors turned into one line naming the stor
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import zlib
 from datetime import datetime
@@ -17,7 +18,7 @@ from mlebench.results.schema import SCHEMA_VERSION
 from mlebench.results.target import StoreTarget
 
 
-class Backend:
+class Backend(abc.ABC):
     """A results store's database. Subclasses open and guard it (refusing foreign, newer, older
     unless migrating, corrupt and unwritable stores before anything is written), say how a write
     transaction begins and translate the driver's errors.
@@ -43,8 +44,9 @@ class Backend:
         return f"{self.kind} {self.target}"
 
     @property
+    @abc.abstractmethod
     def engine(self) -> sa.Engine:
-        raise NotImplementedError
+        """The SQLAlchemy engine of the store's database (no pool: a connection per operation)."""
 
     # -- what subclasses say ---------------------------------------------------------------
 
@@ -55,10 +57,10 @@ class Backend:
         """A one-line :class:`ConfigError` naming the store for an error the driver raised."""
         return ConfigError(f"cannot {'write' if writing else 'read'} {self.label}: {_first_line(exc)}")
 
+    @abc.abstractmethod
     def now(self, conn: sa.Connection) -> datetime:
         """The current time on the database's clock (UTC): heartbeats are written and judged by
         one clock, whatever the hosts' clocks say."""
-        raise NotImplementedError
 
     # -- shared ----------------------------------------------------------------------------
 

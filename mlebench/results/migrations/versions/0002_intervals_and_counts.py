@@ -55,4 +55,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError("results stores are upgraded only; restore the backup `migrate` kept")
+    """Results stores are upgraded only; to go back, restore the backup `results migrate` kept."""
+    raise RuntimeError("results stores are upgraded only; restore the backup `mlebench results migrate` kept")
