@@ -231,7 +231,8 @@ def cell_argv(command: click.Command, job: str, options: dict[str, Any]) -> list
         flag = "--" + key.replace("_", "-")
         param = flags.get(flag)
         if param is None:
-            known = sorted(o[2:].replace("-", "_") for o in flags if o.startswith("--") and o[2:] not in ("help",))
+            known = sorted({o[2:].replace("-", "_") for o, p in flags.items() if o.startswith("--") and not p.hidden}
+                           - set(SWEEP_OWNED) - {"help", "option"})
             raise ConfigError(f"{key}: not an option of `mlebench {job}`; known: {', '.join(known)}, options")
         if param.is_flag:
             if value not in (True, False):
