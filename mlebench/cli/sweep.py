@@ -119,6 +119,10 @@ def submit_cmd(grid_file: Path | None, grid_axes: tuple[str, ...], grid_fixed: t
     target = results_target or first.results or Path("results.sqlite")
     folder = folder or Path("sweeps") / first.name
     kind = resolve_executor(executor)
+    if not dry_run:  # where the logs go takes files, before the store is created
+        from mlebench.outputs import probe_folder
+
+        probe_folder(folder, "--folder", folder)
     store = _store(target, readonly=dry_run)
     for number, (grid, cells) in enumerate(stages):
         if len(stages) > 1:

@@ -409,3 +409,13 @@ def test_a_store_on_a_full_disk_says_so_and_stays_readable(tmpfs):
     (folder / ".filler").unlink()
     store.finish_run(run, rows[:3])
     assert list(open_store_for_reading(path).runs()["status"]) == ["finished"]
+
+
+def test_a_store_that_cannot_be_created_in_a_read_only_folder_is_one_line(tmpfs):
+    """The temporary file's clean-up must not hide the refusal (unlink fails there too)."""
+    folder = tmpfs("ro", readonly=True)
+    with pytest.raises(ConfigError) as info:
+        ResultsStore(folder / "r.sqlite")
+    assert str(info.value) == (f"cannot create results file {folder / 'r.sqlite'}: unable to open database file "
+                               f"(is its folder {folder} writable?)")
+    assert list(folder.iterdir()) == []

@@ -285,11 +285,11 @@ class SQLiteBackend(Backend):
             with contextlib.suppress(OSError):  # exists already, or no hard links here
                 os.link(tmp, self.path)
         except sa.exc.DBAPIError as exc:
-            raise ConfigError(f"cannot create results file {self.path}: {exc} (is its folder "
+            raise ConfigError(f"cannot create results file {self.path}: {exc.orig} (is its folder "
                               f"{self.path.parent} writable?)") from exc
         finally:
             for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):  # absent, or a read-only folder where nothing was made
                     leftover.unlink()
 
     def _initialise(self) -> None:
