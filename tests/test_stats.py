@@ -150,8 +150,13 @@ def test_interval_contains_estimate_and_shrinks_with_n():
 
 
 def test_percentile_interval_values_and_nan_handling():
-    values = np.arange(101, dtype=float)  # 0..100: percentiles are the values themselves
-    assert percentile_interval(values, 0.9) == pytest.approx((5.0, 95.0), abs=1e-12)
+    values = np.arange(101, dtype=float)[::-1]  # 0..100, unsorted
+    # R = 101, alpha = 0.1: k = ceil(0.1 * 102 / 2) - 1 = 5 -> the 5th smallest and 5th largest
+    assert percentile_interval(values, 0.9) == (4.0, 96.0)
+    # R = 1000, alpha = 0.05: k = ceil(25.025) - 1 = 25; R = 999: k = ceil(25) - 1 = 24
+    assert percentile_interval(np.arange(1000.0)) == (24.0, 975.0)
+    assert percentile_interval(np.arange(999.0)) == (23.0, 975.0)
+    assert percentile_interval(np.arange(10.0)) == (0.0, 9.0)  # too few resamples: the range
     assert percentile_interval(np.append(values, [np.nan, np.nan]), 0.9) == percentile_interval(values, 0.9)
     low, high = percentile_interval(np.full(4, np.nan))
     assert math.isnan(low) and math.isnan(high)
@@ -287,3 +292,51 @@ def test_shape_errors_name_the_shapes():
         miou_from_counts(a[0] + 0.5, a[1], a[2])
     with pytest.raises(ValueError, match="negative counts"):
         miou_from_counts(-a[0], a[1], a[2])
+
+
+@pytest.mark.parametrize("resamples", [100, 999, 1000, 2000])
+def test_p_value_and_interval_agree_on_every_resampled_difference(resamples: int):
+    """p < 0.05 exactly when 0 lies outside the 95% interval, for differences centred anywhere
+    near the boundary (where tail counts and interpolated percentiles used to disagree)."""
+    rng = np.random.default_rng(resamples)
+    disagreements = 0
+    for shift in np.linspace(0, 3, 301):
+        d = rng.normal(shift, 1.0, size=resamples)
+        if rng.random() < 0.2:
+            d[: resamples // 50] = 0.0  # ties at exactly zero
+        low, high = percentile_interval(d, 0.95)
+        disagreements += (bootstrap_p_value(d) < 0.05) != (low > 0 or high < 0)
+    assert disagreements == 0
+
+
+def test_cluster_weights_move_whole_scenes():
+    scenes = ["s2", "s2", "s0", "s1", "s1", "s1"]
+    w = bootstrap_weights(6, resamples=300, seed=9, clusters=scenes)
+    assert w.shape == (300, 6)
+    assert (w[:, 0] == w[:, 1]).all() and (w[:, 3] == w[:, 4]).all() and (w[:, 4] == w[:, 5]).all()
+    # each row draws the 3 scenes 3 times: the scene multiplicities sum to 3
+    assert ((w[:, 0] + w[:, 2] + w[:, 3]) == 3).all()
+    # every scene a frame of its own: exactly the image bootstrap of the same seed
+    assert (bootstrap_weights(6, 300, 9, clusters=list("abcdef")) == bootstrap_weights(6, 300, 9)).all()
+    with pytest.raises(ValueError, match="clusters give 2 labels for 6 samples"):
+        bootstrap_weights(6, 10, 0, clusters=["a", "b"])
+
+
+def test_intervals_record_what_they_resampled():
+    case = _case(7, 12)
+    scenes = [i // 3 for i in range(12)]
+    assert miou_interval(*case, resamples=200).unit == "image"
+    by_scene = miou_interval(*case, resamples=200, clusters=scenes)
+    assert by_scene.unit == "scene" and by_scene.estimate == miou_interval(*case, resamples=200).estimate
+    assert paired_difference(case, case, resamples=200, clusters=scenes).unit == "scene"
+
+
+def test_the_scene_bootstrap_covers_where_the_image_bootstrap_does_not():
+    """The coverage simulation (docs/benchmark.md has the 2,000-repetition figures): with a scene
+    effect, 95% scene-bootstrap intervals hold the true mIoU about 95% of the time; image-bootstrap
+    intervals, which treat related frames as independent, far less often."""
+    from mlebench.bench.coverage import simulate_coverage
+
+    result = simulate_coverage(repetitions=300, resamples=500, seed=1)
+    assert 0.91 <= result["coverage"]["scene"] <= 0.98, result["coverage"]
+    assert result["coverage"]["image"] <= 0.80, result["coverage"]

@@ -113,3 +113,18 @@ def bench_throughput_cmd(method_name: str, preset: str | None, device: str, batc
 
     result = bench_throughput(method_name, preset, device, batch_size, steps)
     click.echo(json.dumps(result, indent=2) if as_json else format_throughput(result))
+
+
+@bench.command("coverage")
+@click.option("--repetitions", type=click.IntRange(10), default=2000, show_default=True)
+@click.option("--resamples", type=click.IntRange(100), default=1000, show_default=True)
+@click.option("--scenes", type=click.IntRange(2), default=40, show_default=True)
+@click.option("--frames", type=click.IntRange(1), default=5, show_default=True, help="Frames per scene.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@JSON_OPTION
+def bench_coverage_cmd(repetitions: int, resamples: int, scenes: int, frames: int, seed: int, as_json: bool) -> None:
+    """Coverage of 95% intervals on simulated counts with a scene effect: scene vs image bootstrap."""
+    from mlebench.bench.coverage import CoverageModel, format_coverage, simulate_coverage
+
+    result = simulate_coverage(repetitions, resamples, seed=seed, model=CoverageModel(scenes=scenes, frames=frames))
+    click.echo(json.dumps(result, indent=2) if as_json else format_coverage(result))
