@@ -114,16 +114,21 @@ def results_reap(results_path: Path | str, grace: str, dry_run: bool) -> None:
 @click.argument("run_b")
 @RESULTS_OPTION
 @click.option("--resamples", type=click.IntRange(100), default=1000, show_default=True,
-              help="Bootstrap resamples of the images.")
+              help="Bootstrap resamples.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--unit", type=click.Choice(["scene", "image"]), default="scene", show_default=True,
+              help="What the bootstrap resamples: whole scenes where the data set records them (images where "
+                   "it does not), or always single images.")
 @click.option("--json", "as_json", is_flag=True)
-def compare_cmd(run_a: str, run_b: str, results_path: Path, resamples: int, seed: int, as_json: bool) -> None:
+def compare_cmd(run_a: str, run_b: str, results_path: Path, resamples: int, seed: int, unit: str,
+                as_json: bool) -> None:
     """Is RUN_B better than RUN_A? mIoU differences (b - a) with paired-bootstrap 95% intervals
-    and p-values, for every case the two runs share."""
+    and p-values (which agree: p < 0.05 exactly when the interval excludes 0), for every case the
+    two runs share."""
     from mlebench.report.compare import compare_runs
     from mlebench.report.console import format_comparison
     from mlebench.report.export import comparison_json
 
-    frame = compare_runs(existing_store(results_path), run_a, run_b, resamples=resamples, seed=seed)
+    frame = compare_runs(existing_store(results_path), run_a, run_b, resamples=resamples, seed=seed, unit=unit)
     click.echo(comparison_json(frame, run_a, run_b, resamples, seed) if as_json
                else format_comparison(frame, run_a, run_b, resamples))

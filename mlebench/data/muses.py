@@ -9,7 +9,9 @@ Layout (the download unzipped into one folder, plus the SDK's projections)::
         <name>_event_camera.{npz,npy,png}
 
 ``split`` is train / val / test, ``weather`` clear / fog / rain / snow, ``daytime`` day / night,
-and names look like ``REC0006_frame_040219``. The download ships raw LiDAR (``.bin``) and event
+and names look like ``REC0006_frame_040219``: a recording, then a frame. ``meta["scene"]`` is
+the recording (``REC0006``; the whole name where it has no ``REC`` prefix), so that bootstrap
+intervals resample whole recordings, whose frames are related. The download ships raw LiDAR (``.bin``) and event
 (``.h5``) files only; ``projected_to_rgb/`` is what the SDK's ``scripts/project_sensors_to_rgb.py
 --lidar --event_camera`` writes (it swaps ``lidar/...bin`` / ``event_camera/...h5`` for
 ``projected_to_rgb/<same path>.<ext>``; ``.npz`` by default). When several forms exist the
@@ -56,6 +58,7 @@ two agree whenever every class occurs in the evaluated subset.
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -152,6 +155,15 @@ MUSES_INFO = DatasetInfo(
 )
 
 _ALLOWED_LABELS = np.array([*range(len(MUSES_CLASSES)), IGNORE_INDEX])
+
+
+_RECORDING = re.compile(r"^(?P<recording>REC\d+)_")
+
+
+def recording_of(name: str) -> str:
+    """The recording a frame belongs to: "REC0006_frame_040219" -> "REC0006" (else the name)."""
+    match = _RECORDING.match(name)
+    return match.group("recording") if match else name
 
 
 def frame_file(root: Path, split: str, weather: str, daytime: str, name: str) -> Path:
@@ -316,7 +328,7 @@ class MusesDataset(MultiModalDataset):
                             label=label_file(self.root, *where),
                             meta={
                                 "id": sample_id,
-                                "scene": name,
+                                "scene": recording_of(name),
                                 "split": self.split,
                                 "weather": weather,
                                 "daytime": daytime,

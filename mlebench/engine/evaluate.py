@@ -299,8 +299,8 @@ def evaluate_cases(
     info = dataset.info
     matrices = {c: ConfusionMatrix(method.num_classes, info.ignore_index, device) for c in cases}
     counts: dict[EvalCase, int] = defaultdict(int)
-    # per case: (data-set index, sample id, (3, K) counts) of every scored sample
-    per_sample: dict[EvalCase, list[tuple[int, str, np.ndarray]]] = defaultdict(list)
+    # per case: (data-set index, sample id, (3, K) counts, scene or None) of every scored sample
+    per_sample: dict[EvalCase, list[tuple[int, str, np.ndarray, str | None]]] = defaultdict(list)
     kept: dict[EvalCase, list[tuple[int, str, np.ndarray]]] = defaultdict(list)
     samplers = {c: PixelSampler(collect_pixels, base_seed) for c in cases} if collect_pixels else {}
     use_cache = feature_cache and method.separable_encoder
@@ -336,8 +336,10 @@ def evaluate_cases(
                 counts[case] += n
                 sample_counts = per_sample_counts(prediction[mask], target[mask], method.num_classes,
                                                   info.ignore_index).cpu().numpy()
+                scenes = batch["meta"].get("scene") or [None] * len(indices)
                 scored = [(i, sid) for i, sid, keep in zip(indices, batch["meta"]["id"], mask.tolist()) if keep]
-                per_sample[case] += [(i, sid, c) for (i, sid), c in zip(scored, sample_counts)]
+                kept_scenes = [scene for scene, keep in zip(scenes, mask.tolist()) if keep]
+                per_sample[case] += [(i, sid, c, scene) for (i, sid), c, scene in zip(scored, sample_counts, kept_scenes)]
                 if case in keep_predictions and len(kept[case]) < n_predictions:
                     labels = prediction[mask].to(torch.uint8).cpu().numpy()
                     kept[case] += [(i, sid, p) for (i, sid), p in zip(scored, labels)][: n_predictions - len(kept[case])]
@@ -358,6 +360,7 @@ def evaluate_cases(
             dist.all_reduce(samples)
         convention = info.miou_convention
         scored = _gather_sorted(per_sample[case], distributed)
+        scenes = [scene for *_, scene in scored]
         nothing = int(samples) == 0  # a condition absent from the split: undefined, never 0
         results.append(
             CaseResult(
@@ -368,17 +371,18 @@ def evaluate_cases(
                 iou=cm.iou().tolist(),
                 samples=int(samples),
                 pixels=samplers[case].result() if case in samplers else None,
-                sample_ids=[sid for _, sid, _ in scored],
+                sample_ids=[sid for _, sid, *_ in scored],
+                scenes=scenes if scored and None not in scenes else None,
                 predictions=([(sid, p) for _, sid, p in _gather_sorted(kept[case], distributed)[:n_predictions]]
                              if case in keep_predictions else None),
-                counts=(np.stack([c for _, _, c in scored]) if scored
+                counts=(np.stack([c for _, _, c, _ in scored]) if scored
                         else np.zeros((0, 3, method.num_classes), dtype=np.int64)),
             )
         )
     return results
 
 
-def _gather_sorted(items: list[tuple[int, str, np.ndarray]], distributed: bool) -> list[tuple[int, str, np.ndarray]]:
+def _gather_sorted(items: list[tuple], distributed: bool) -> list[tuple]:
     """All ranks' per-sample records, in data-set order (as one process would have them)."""
     if distributed:
         items = [item for part in gather_objects(items) for item in part]

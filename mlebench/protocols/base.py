@@ -67,6 +67,9 @@ class CaseResult:
     # statistic (mIoU, intervals, paired differences) can be recomputed from them.
     sample_ids: list[str] = field(default_factory=list)
     counts: Any = None
+    # The scene of each scored sample, parallel to ``sample_ids``, where the data set records
+    # scenes (``meta["scene"]``); None where it does not. Intervals resample whole scenes.
+    scenes: list[str] | None = None
     # (sample id, predicted label map (H, W) uint8) of the first few samples, when asked for
     predictions: list[tuple[str, Any]] | None = None
 

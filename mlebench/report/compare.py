@@ -3,8 +3,10 @@
 For every case the two runs share (same test modalities, condition and corruption, whatever
 protocol produced it), the difference in mIoU ``b - a`` with a paired-bootstrap 95% interval and
 a two-sided p-value (:func:`mlebench.stats.paired_difference`): both runs are resampled with the
-SAME resampled images, so what is hard for one is hard for the other and only the difference
-varies. Summary numbers (mIoU^Avg, mIoU^E) whose cases are all shared are compared the same way.
+SAME resampled scenes (whole scenes where the data set records them, single images where it does
+not, or always images with ``unit="image"``), so what is hard for one is hard for the other and
+only the difference varies. The p-value and the interval come from the same resampled
+differences: p < 0.05 exactly when the 95% interval excludes 0. Summary numbers (mIoU^Avg, mIoU^E) whose cases are all shared are compared the same way.
 
 Runs are only comparable on the same data set, split, mIoU convention and scored samples; any
 other pairing is refused with a message that says what differs.
@@ -24,7 +26,8 @@ from mlebench.results.rows import CaseCounts
 from mlebench.results.store import ResultsStore
 
 COMPARE_COLUMNS = ("protocol", "test_modalities", "condition", "corruption", "metric", "a", "b", "difference",
-                   "ci_low", "ci_high", "p_value", "n_samples")  # fmt: skip
+                   "ci_low", "ci_high", "p_value", "n_samples", "unit")  # fmt: skip
+UNITS = ("scene", "image")
 
 
 def _run(store: ResultsStore, run_id: str) -> Any:
@@ -64,8 +67,11 @@ def _case_key(c: CaseCounts) -> tuple[str, str, str]:
 
 
 def compare_runs(store: ResultsStore, run_a: str, run_b: str, resamples: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> pd.DataFrame:
-    """One row per shared case and summary metric: ``a``, ``b``, ``b - a`` with interval and p."""
+                 level: float = 0.95, unit: str = "scene") -> pd.DataFrame:
+    """One row per shared case and summary metric: ``a``, ``b``, ``b - a`` with interval, p and
+    the unit resampled."""
+    if unit not in UNITS:
+        raise ConfigError(f"unit {unit!r}: resample 'scene' or 'image'")
     if run_a == run_b:
         raise ConfigError(f"RUN_A and RUN_B are the same run ({run_a}); compare two different runs")
     a, b = _run(store, run_a), _run(store, run_b)
@@ -101,9 +107,10 @@ def compare_runs(store: ResultsStore, run_a: str, run_b: str, resamples: int = 1
     rows = []
     for key in shared:
         ca, cb_counts = aligned[key]
-        paired = stats.paired_difference(_triple(ca.counts), _triple(cb_counts), convention, resamples, seed, level)
+        paired = stats.paired_difference(_triple(ca.counts), _triple(cb_counts), convention, resamples, seed, level,
+                                         clusters=ca.clusters(unit))
         rows.append(_row(ca.key.protocol, key, "miou", paired, ca.counts, cb_counts, convention))
-    rows += _summary_rows(store, run_a, run_b, aligned, convention, resamples, seed, level)
+    rows += _summary_rows(store, run_a, run_b, aligned, convention, resamples, seed, level, unit)
     return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
 
 
@@ -119,11 +126,12 @@ def _row(protocol: str, key: tuple[str, str, str], metric: str, paired: stats.Pa
         b_value = stats.miou_from_counts(*_triple(b_counts), convention=convention)
     return {"protocol": protocol, "test_modalities": key[0], "condition": key[1], "corruption": key[2],
             "metric": metric, "a": a_value, "b": b_value, "difference": paired.difference, "ci_low": paired.low,
-            "ci_high": paired.high, "p_value": paired.p_value, "n_samples": paired.n_samples}  # fmt: skip
+            "ci_high": paired.high, "p_value": paired.p_value, "n_samples": paired.n_samples,
+            "unit": paired.unit}  # fmt: skip
 
 
 def _summary_rows(store: ResultsStore, run_a: str, run_b: str, aligned: dict, convention: str, resamples: int,
-                  seed: int, level: float) -> list[dict[str, Any]]:
+                  seed: int, level: float, unit: str) -> list[dict[str, Any]]:
     terms_a, terms_b = store.summary_terms(run_a), store.summary_terms(run_b)
     rows = []
     for (protocol, mods, condition, corruption, metric), terms in terms_a.items():
@@ -139,7 +147,7 @@ def _summary_rows(store: ResultsStore, run_a: str, run_b: str, aligned: dict, co
         a_cases = [_triple(aligned[k][0].counts) for k, _ in keys_a]
         b_cases = [_triple(aligned[k][1]) for k, _ in keys_a]
         paired = stats.paired_summary_difference(a_cases, b_cases, lambda m: m @ weights, convention, resamples,
-                                                 seed, level)
+                                                 seed, level, clusters=aligned[keys_a[0][0]][0].clusters(unit))
         a_value = float(np.array([stats.miou_from_counts(*c, convention=convention) for c in a_cases]) @ weights)
         b_value = float(np.array([stats.miou_from_counts(*c, convention=convention) for c in b_cases]) @ weights)
         rows.append(_row(protocol, (mods, condition, corruption), metric, paired, None, None, convention,

@@ -108,7 +108,7 @@ def format_seed_summary(store: ResultsStore, group: str, headline_only: bool = F
 
 def format_comparison(frame: pd.DataFrame, run_a: str, run_b: str, resamples: int) -> str:
     lines = [f"b - a in mIoU (points), a = {run_a}, b = {run_b}",
-             f"paired bootstrap over images, {resamples} resamples; * p < 0.05"]
+             f"paired bootstrap over {_units(frame)}, {resamples} resamples; * p < 0.05 (the 95% CI excludes 0)"]
     width = max([len(_case_label(r)) for r in frame.itertuples()] + [10])
     lines.append(f"{'case':<{width}}  {'a':>6}  {'b':>6}  {'b - a':>7}  {'95% CI':^18}  {'p':>6}  {'n':>5}")
     for r in frame.itertuples():
@@ -116,6 +116,12 @@ def format_comparison(frame: pd.DataFrame, run_a: str, run_b: str, resamples: in
         lines.append(f"{_case_label(r):<{width}}  {_pct(r.a)}  {_pct(r.b)}  {100 * r.difference:+7.2f}  "
                      f"{_interval(r.ci_low, r.ci_high):^18}  {r.p_value:6.3f}{star} {r.n_samples:5d}")
     return "\n".join(lines)
+
+
+def _units(frame: pd.DataFrame) -> str:
+    """"scenes", "images", or both where cases differ."""
+    units = sorted(set(frame["unit"])) if "unit" in frame else ["image"]
+    return " / ".join(f"{u}s" for u in units) or "images"
 
 
 def _case_label(r: Any) -> str:
@@ -144,4 +150,7 @@ def format_results(results: Sequence[CaseResult], summary: Sequence[SummaryRow],
         scale = 100 if s.metric.startswith("miou") else 1
         key = (tuple(s.test_modalities), s.condition, s.corruption, s.metric)
         lines.append(f"{label:<{width}}  {scale * s.value:7.2f}  {ci(key):^16}")
+    units = sorted({r.ci_unit for r in rows if r.ci_unit})
+    if units:
+        lines.append(f"95% CI: bootstrap over {' / '.join(u + 's' for u in units)}")
     return "\n".join(lines)

@@ -48,6 +48,7 @@ def result_record(run_id: str, row: ResultRow, position: int) -> dict[str, Any]:
         "value": _nullable(row.value),
         "ci_low": _nullable(row.ci_low),
         "ci_high": _nullable(row.ci_high),
+        "ci_unit": row.ci_unit or None,
         "terms": terms,
         "position": position,
     }

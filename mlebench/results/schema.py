@@ -9,9 +9,9 @@ import sqlalchemy as sa
 #: SQLite files carry ``PRAGMA application_id`` "MLEB" (0x4D4C4542), so that a foreign file is
 #: told from ours before a table is read.
 APPLICATION_ID = int.from_bytes(b"MLEB", "big")
-#: The schema version (3 = Alembic revision "0003"); SQLite files also keep it in ``PRAGMA
+#: The schema version (4 = Alembic revision "0004"); SQLite files also keep it in ``PRAGMA
 #: user_version``, so that an older mlebench refuses a newer file instead of misreading it.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Alembic's version table, named so as not to collide with a lab's own Alembic history.
 VERSION_TABLE = "mlebench_alembic_version"
 BUSY_TIMEOUT_S = 30.0
@@ -78,6 +78,7 @@ results = sa.Table(
     sa.Column("ci_high", DOUBLE),
     sa.Column("terms", sa.Text),
     sa.Column("position", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("ci_unit", sa.Text),
     sa.Index("results_run_id", "run_id"),
 )  # fmt: skip
 
@@ -85,6 +86,7 @@ run_samples = sa.Table(
     "run_samples", metadata,
     sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id"), primary_key=True),
     sa.Column("sample_ids", sa.LargeBinary, nullable=False),
+    sa.Column("scenes", sa.LargeBinary),
 )  # fmt: skip
 
 case_counts = sa.Table(
@@ -109,7 +111,7 @@ artifacts = sa.Table(
 RESULT_COLUMNS = (
     "run_id", "method", "variant", "dataset", "train_modalities", "preset", "seed", "split", "miou_convention",
     "group_id", "protocol", "test_modalities", "condition", "corruption", "metric", "class", "value", "ci_low",
-    "ci_high",
+    "ci_high", "ci_unit",
 )  # fmt: skip
 #: Result columns that come from the run.
 RUN_RESULT_COLUMNS = ("method", "variant", "dataset", "train_modalities", "preset", "seed", "split",

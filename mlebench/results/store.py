@@ -3,14 +3,17 @@ file or a PostgreSQL database (``--results PATH`` or ``--results URL``; :mod:`.t
 stores: rows and provenance are their own modules (:mod:`.rows`, :mod:`.provenance`), formatting
 lives in :mod:`mlebench.report`.
 
-Tables (schema version 3, :mod:`.schema`; one schema on both back ends)::
+Tables (schema version 4, :mod:`.schema`; one schema on both back ends)::
 
     runs(id, method, variant, dataset, train_modalities, preset, protocol, split, miou_convention,
          group_id, config, seed, git_commit, versions, provenance, pid, host, started_at,
          ended_at, status, error, heartbeat_at)
     results(run_id, protocol, test_modalities, condition, corruption, metric, class, value,
-            ci_low, ci_high, terms, position)
-    run_samples(run_id, sample_ids)          -- the run's scored sample ids (JSON, zlib)
+            ci_low, ci_high, terms, position, ci_unit)  -- ci_unit: what the interval resampled,
+                                                "scene" or "image" (NULL: no interval, or an
+                                                older run's image interval)
+    run_samples(run_id, sample_ids, scenes)  -- the run's scored sample ids and their scenes
+                                                (JSON, zlib; scenes NULL where not recorded)
     case_counts(run_id, protocol, test_modalities, condition, corruption, n_samples, n_classes,
                 sample_index, counts, position) -- per case: int32 indices into run_samples and
                                                 an int32 (N, 3, K) array of tp, fp, fn (zlib)
@@ -175,6 +178,8 @@ class ResultsStore:
         counts = list(counts)
         all_ids = list(dict.fromkeys(i for c in counts for i in c.sample_ids))
         position = {sample_id: i for i, sample_id in enumerate(all_ids)}
+        scene_of = {i: s for c in counts if c.scenes is not None for i, s in zip(c.sample_ids, c.scenes)}
+        scenes = [scene_of[i] for i in all_ids] if len(scene_of) == len(all_ids) else None
         with self.backend.transaction(writing=True) as conn:
             self._end_run(conn, run_id, status, None)
             records = [result_record(run_id, row, i) for i, row in enumerate(rows)]
@@ -182,7 +187,8 @@ class ResultsStore:
                 conn.execute(_results.insert(), records)
             if counts:
                 conn.execute(tables.run_samples.insert(),
-                             {"run_id": run_id, "sample_ids": zlib.compress(json.dumps(all_ids).encode())})
+                             {"run_id": run_id, "sample_ids": zlib.compress(json.dumps(all_ids).encode()),
+                              "scenes": zlib.compress(json.dumps(scenes).encode()) if scenes is not None else None})
                 conn.execute(tables.case_counts.insert(),
                              [self._counts_record(run_id, c, position, i) for i, c in enumerate(counts)])
             if artifacts:
@@ -283,6 +289,11 @@ class ResultsStore:
         for column in ("value", "ci_low", "ci_high"):
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
         frame["seed"] = frame["seed"].astype("int64")
+        # Rows of runs written before schema 4 have an interval over images and no unit.
+        has_interval = frame["ci_low"].notna()
+        frame["ci_unit"] = (frame["ci_unit"].astype(object).where(frame["ci_unit"].notna(),
+                                                                  has_interval.map({True: "image", False: ""}))
+                            .astype("str"))
         for column in ("split", "miou_convention", "group_id"):
             frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
         return frame
@@ -312,7 +323,7 @@ class ResultsStore:
         """The per-sample counts of every case of ``run_id`` (empty for runs without any)."""
         s, c = tables.run_samples.c, tables.case_counts.c
         with self.backend.transaction() as conn:
-            found = conn.execute(sa.select(s.sample_ids).where(s.run_id == run_id)).first()
+            found = conn.execute(sa.select(s.sample_ids, s.scenes).where(s.run_id == run_id)).first()
             if found is None:
                 return []
             records = conn.execute(
@@ -321,10 +332,12 @@ class ResultsStore:
         out = []
         with self.backend.decoding():
             ids = json.loads(zlib.decompress(found[0]))
+            scenes = json.loads(zlib.decompress(found[1])) if found[1] is not None else None
             for protocol, mods, condition, corruption, n, k, index, counts in records:
                 key = CaseKey(protocol, tuple(mods.split(",")), condition, corruption)
                 positions = unpack(index, (n,))
-                out.append(CaseCounts(key, tuple(ids[i] for i in positions), unpack(counts, (n, 3, k))))
+                out.append(CaseCounts(key, tuple(ids[i] for i in positions), unpack(counts, (n, 3, k)),
+                                      tuple(scenes[i] for i in positions) if scenes is not None else None))
         return out
 
 

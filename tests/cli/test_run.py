@@ -20,6 +20,7 @@ from mlebench.data.synthetic import generate_synthetic
 from mlebench.engine.checkpoint import read_checkpoint, save_checkpoint
 from mlebench.engine.train import NonFiniteLoss, TrainConfig, train
 from mlebench.results import ResultsStore
+from mlebench.results.schema import SCHEMA_VERSION
 
 from ..helpers import invoke
 
@@ -111,7 +112,7 @@ def test_run_train_eval_results(root: Path, tmp_path: Path, store_target):
          "event,lidar", "rgb,depth,event", "rgb,depth,lidar", "rgb,event,lidar", "depth,event,lidar",
          "rgb,depth,event,lidar"])]
     for args, said in [(["results", "reap"], "marked 0 stale run(s) failed"),
-                       (["results", "migrate"], "is already at schema version 3")]:
+                       (["results", "migrate"], f"is already at schema version {SCHEMA_VERSION}")]:
         done = invoke(*args, "--results", str(db))
         assert done.exit_code == 0 and said in done.output, done.output
 

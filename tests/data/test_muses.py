@@ -123,7 +123,7 @@ def root(tmp_path: Path) -> Path:
 
 def find(dataset, name: str) -> dict:
     for index, ref in enumerate(dataset.refs):
-        if ref.meta["scene"] == name:
+        if ref.id.endswith(f"/{name}"):
             return dataset[index]
     raise AssertionError(f"{name} not indexed")
 
@@ -164,7 +164,7 @@ def test_index_ids_and_meta(root: Path) -> None:
     sample = ds[1]
     assert sample["meta"] == {
         "id": "clear/night/REC0002_frame_000202",
-        "scene": "REC0002_frame_000202",
+        "scene": "REC0002",  # the recording: its frames are related
         "split": "train",
         "weather": "clear",
         "daytime": "night",
@@ -223,7 +223,7 @@ def test_npz_preferred_over_png(root: Path) -> None:
 
 def test_small_projection_resized_nearest(root: Path) -> None:
     sample = load_dataset("muses", root, "train", ["frame", "lidar", "event"], case="fog")[0]
-    assert sample["meta"]["scene"] == "REC0003_frame_000303"
+    assert sample["meta"]["id"] == "fog/day/REC0003_frame_000303" and sample["meta"]["scene"] == "REC0003"
     small_lidar = expected_lidar(sdk_lidar((H // 2, W // 2)))
     small_event = sdk_event((H // 2, W // 2)).transpose(2, 0, 1).astype(np.float32)
     # Half size -> every value covers a 2x2 block; no blending with empty neighbours.
@@ -246,7 +246,7 @@ def test_npy_projection(root: Path) -> None:
 # --- cases and splits --------------------------------------------------------------------------
 def test_case_filters(root: Path) -> None:
     fog = load_dataset("muses", root, "train", ["frame"], case="fog")
-    assert [r.meta["scene"] for r in fog.refs] == ["REC0003_frame_000303", "REC0004_frame_000404"]
+    assert [r.meta["scene"] for r in fog.refs] == ["REC0003", "REC0004"]
     night = load_dataset("muses", root, "train", ["frame"], case="night")
     assert [r.id for r in night.refs] == [
         "clear/night/REC0002_frame_000202",
@@ -435,3 +435,10 @@ def test_muses_refuses_non_finite_projections_naming_the_file(tmp_path: Path, fo
         ds[0]
     report = check_dataset("muses", tmp_path / "muses", ["frame", modality], ["val"])
     assert [u.split(" holds ")[0] for u in report.unreadable] == [f"{modality} file {bad}"]
+
+
+def test_the_scene_of_a_frame_is_its_recording() -> None:
+    from mlebench.data.muses import recording_of
+
+    assert recording_of("REC0006_frame_040219") == recording_of("REC0006_frame_040220") == "REC0006"
+    assert recording_of("frame_000101") == "frame_000101"  # no recording prefix: the frame alone

@@ -126,3 +126,37 @@ def test_compare_refuses_runs_on_other_data_with_the_same_ids(tmp_path: Path):
     assert compare_runs(store, ids[0], ids[3]).difference.iloc[0] == 0  # no identity recorded: by id, as before
     result = invoke("compare", ids[0], ids[1], "--results", str(tmp_path / "r.sqlite"))
     assert result.exit_code == 1 and result.output.count("Error:") == 1 and "different data" in result.output
+
+
+def test_compare_resamples_scenes_where_recorded_and_images_when_told(tmp_path: Path):
+    """Frames in scenes of five with a scene effect on run b's gain: the paired interval and
+    p-value resample whole scenes (stored with the counts), agree with each other, and equal
+    stats.paired_difference with those clusters; --unit image gives the image bootstrap."""
+    rng = np.random.default_rng(4)
+    n, k = 40, 6
+    ids = [f"f{i:02d}" for i in range(n)]
+    scenes = [f"scene{i // 5}" for i in range(n)]
+    truth = rng.integers(100, 300, size=(n, k))
+    tp_a = (truth * 0.5).astype(np.int64)
+    gain = np.repeat(rng.integers(-30, 40, size=(n // 5, 1)), 5, axis=0)  # what b gains, per scene
+    tp_b = np.clip(tp_a + gain, 0, truth)
+    fp = rng.integers(0, 50, size=(n, k))
+    a = np.stack([tp_a, fp, truth - tp_a], axis=1)
+    b = np.stack([tp_b, fp, truth - tp_b], axis=1)
+    db = tmp_path / "r.sqlite"
+    run_a, run_b = store_with(db, [{"ids": ids, "counts": a, "scenes": scenes}, {"ids": ids, "counts": b,
+                                                                                 "scenes": scenes}])
+    store = ResultsStore(db)
+    assert store.case_counts(run_a)[0].scenes == tuple(scenes)
+    by_scene = compare_runs(store, run_a, run_b).iloc[0]
+    by_image = compare_runs(store, run_a, run_b, unit="image").iloc[0]
+    triple = lambda c: (c[:, 0], c[:, 1], c[:, 2])  # noqa: E731
+    ref = stats.paired_difference(triple(a), triple(b), "present", clusters=scenes)
+    assert (by_scene.ci_low, by_scene.ci_high, by_scene.p_value, by_scene.unit) == (ref.low, ref.high, ref.p_value,
+                                                                                    "scene")
+    assert by_image.unit == "image" and by_image.ci_high - by_image.ci_low < by_scene.ci_high - by_scene.ci_low
+    for row in (by_scene, by_image):
+        assert (row.p_value < 0.05) == (row.ci_low > 0 or row.ci_high < 0)
+    table = invoke("compare", run_a, run_b, "--results", db, "--unit", "image")
+    assert table.exit_code == 0 and "paired bootstrap over images" in table.output
+    assert "paired bootstrap over scenes" in invoke("compare", run_a, run_b, "--results", db).output

@@ -91,6 +91,7 @@ def expected_frame(run_id: str, rows=ROWS, train="rgb,depth") -> pd.DataFrame:
                 "value": r.value,
                 "ci_low": math.nan,
                 "ci_high": math.nan,
+                "ci_unit": "",
             }
             for r in rows
         ],
@@ -163,7 +164,8 @@ def store_with(path: Path, runs: list[dict]) -> list[str]:
         run_id = store.start_run(method="m", variant="v", dataset=spec.get("dataset", "synthetic"),
                                  train_modalities=["rgb"], preset="tiny", config=spec.get("config", {}), seed=0,
                                  protocol="full", split=spec.get("split", "val"), miou_convention="present")
-        counts = [CaseCounts(CaseKey("full", ("rgb",), "all", "none"), tuple(spec["ids"]), spec["counts"])]
+        scenes = tuple(spec["scenes"]) if "scenes" in spec else None
+        counts = [CaseCounts(CaseKey("full", ("rgb",), "all", "none"), tuple(spec["ids"]), spec["counts"], scenes)]
         store.finish_run(run_id, [ResultRow("full", ("rgb",), "all", "none", "miou", 0.5)], counts=counts)
         ids.append(run_id)
     return ids

@@ -130,19 +130,20 @@ def test_an_older_database_is_refused_untouched_then_migrated(postgres_url):
     sql(postgres_url, "INSERT INTO runs (id, method, variant, dataset, train_modalities, preset, config, seed, "
                       "versions, started_at, status) VALUES ('r1', 'm', 'v', 'synthetic', 'rgb', 'tiny', '{}', 0, "
                       "'{}', '2026-01-01T00:00:00+00:00', 'finished')")
-    sql(postgres_url, "INSERT INTO results (run_id, protocol, test_modalities, condition, corruption, metric, value)"
-                      " VALUES ('r1', 'full', 'rgb', 'all', 'none', 'miou', 0.25)")
+    sql(postgres_url, "INSERT INTO results (run_id, protocol, test_modalities, condition, corruption, metric, value, "
+                      "ci_low, ci_high) VALUES ('r1', 'full', 'rgb', 'all', 'none', 'miou', 0.25, 0.2, 0.3)")
     for readonly in (False, True):
-        with pytest.raises(ConfigError, match=r"has schema version 2; this mlebench reads version 3\. Upgrade it "
+        with pytest.raises(ConfigError, match=rf"has schema version 2; this mlebench reads version {SCHEMA_VERSION}\. Upgrade it "
                                               r"with `mlebench results migrate --results postgresql\+psycopg://"):
             ResultsStore(postgres_url, readonly=readonly)
     assert sql(postgres_url, "SELECT version_num FROM mlebench_alembic_version") == [("0002",)]
     result = invoke("results", "migrate", "--results", postgres_url)
     assert result.exit_code == 0, result.output
-    assert result.output.strip().endswith("from schema version 2 to 3")
+    assert result.output.strip().endswith(f"from schema version 2 to {SCHEMA_VERSION}")
     store = ResultsStore(postgres_url)
     assert store.results()["value"].tolist() == [0.25]
+    assert store.results()["ci_unit"].tolist() == ["image"]  # an older run's interval resampled images
     assert store.runs().iloc[0]["heartbeat_at"] is None
     assert _differences(postgres_url) == []
     again = invoke("results", "migrate", "--results", postgres_url)
-    assert again.exit_code == 0 and "is already at schema version 3" in again.output
+    assert again.exit_code == 0 and f"is already at schema version {SCHEMA_VERSION}" in again.output

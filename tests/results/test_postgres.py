@@ -13,6 +13,7 @@ import pytest
 
 from mlebench.errors import ConfigError
 from mlebench.results import ResultsStore, parse_target
+from mlebench.results.schema import SCHEMA_VERSION
 
 from ..helpers import invoke
 from ..postgres import sql, with_user
@@ -36,7 +37,7 @@ def test_a_database_with_other_tables_is_refused_and_left_untouched(postgres_url
 def test_a_newer_schema_is_refused(postgres_url):
     ResultsStore(postgres_url)
     sql(postgres_url, "UPDATE mlebench_alembic_version SET version_num = '0099'")
-    with pytest.raises(ConfigError, match=r"has schema version '0099', newer than this mlebench supports \(3\); "
+    with pytest.raises(ConfigError, match=rf"has schema version '0099', newer than this mlebench supports \({SCHEMA_VERSION}\); "
                                           r"upgrade mlebench"):
         ResultsStore(postgres_url)
 

@@ -19,6 +19,7 @@ from mlebench.engine.evaluate import evaluate_cases
 from mlebench.metrics import ConfusionMatrix
 from mlebench.protocols import EvalCase
 from mlebench.results import ResultsStore
+from mlebench.results.rows import BootstrapSpec, CaseKey, case_counts, result_rows
 
 from ..helpers import RDEL, perturbed_method
 
@@ -76,9 +77,11 @@ def test_stored_miou_equals_the_miou_of_the_stored_counts(evaluated):
                 assert math.isnan(stored["value"].iloc[0]) and math.isnan(stored["ci_low"].iloc[0])
                 continue
             assert stored["value"].iloc[0] == stats.miou_from_counts(*c.counts.transpose(1, 0, 2), convention)
-            # the interval is the bootstrap of the same counts (1000 resamples, seed 0)
-            interval = stats.miou_interval(*c.counts.transpose(1, 0, 2), convention=convention)
+            # the interval is the scene bootstrap of the same counts (1000 resamples, seed 0)
+            assert c.scenes is not None and len(c.scenes) == len(c.sample_ids)
+            interval = stats.miou_interval(*c.counts.transpose(1, 0, 2), convention=convention, clusters=c.scenes)
             assert (stored["ci_low"].iloc[0], stored["ci_high"].iloc[0]) == (interval.low, interval.high)
+            assert stored["ci_unit"].iloc[0] == "scene"
             assert interval.low <= stored["value"].iloc[0] <= interval.high
             samples = frame[(frame.run_id == run_id) & (frame.metric == "samples")
                             & (frame.test_modalities == ",".join(c.key.test_modalities))
@@ -113,3 +116,40 @@ def test_counts_are_compact(evaluated):
         conn.close()
     # well under the raw 3 x 25 x 4 bytes per sample and case
     assert size < n * 3 * 25 * 4 / 2
+
+
+def test_intervals_resample_the_recorded_scenes_unless_told_images():
+    """A case whose frames come in scenes of four: the stored interval is the scene bootstrap
+    (wider than the image bootstrap of the same counts), recorded as such; BootstrapSpec(unit=
+    "image") gives the image bootstrap; the scenes travel with the counts."""
+    from mlebench.protocols.base import CaseResult
+
+    rng = np.random.default_rng(3)
+    scene_effect = np.repeat(rng.integers(0, 40, size=(10, 1, 4)), 4, axis=0)
+    counts = rng.integers(20, 60, size=(40, 3, 4)) + scene_effect * np.array([1, 0, 0])[None, :, None]
+    scenes = [f"s{i // 4}" for i in range(40)]
+    ids = [f"id{i}" for i in range(40)]
+    tp, fp, fn = counts.transpose(1, 0, 2)
+    result = CaseResult(case=EvalCase(("rgb",)), miou=stats.miou_from_counts(tp, fp, fn), pixel_accuracy=0.5,
+                        mean_f1=0.5, iou=[0.5] * 4, samples=40, sample_ids=ids, counts=counts, scenes=scenes)
+    by_scene = result_rows("full", [result], [], list("abcd"), "deliver", BootstrapSpec())[0]
+    by_image = result_rows("full", [result], [], list("abcd"), "deliver", BootstrapSpec(unit="image"))[0]
+    expected = stats.miou_interval(tp, fp, fn, clusters=scenes)
+    assert (by_scene.ci_low, by_scene.ci_high, by_scene.ci_unit) == (expected.low, expected.high, "scene")
+    image = stats.miou_interval(tp, fp, fn)
+    assert (by_image.ci_low, by_image.ci_high, by_image.ci_unit) == (image.low, image.high, "image")
+    assert by_scene.ci_high - by_scene.ci_low > image.high - image.low
+    # a summary of two cases over the same frames resamples the same scenes
+    from mlebench.protocols.base import SummaryRow
+
+    other = CaseResult(**{**result.__dict__, "case": EvalCase(("depth",)), "counts": counts[::-1].copy()})
+    mean = SummaryRow("miou_avg", 0.5, terms=((result.case, 0.5), (other.case, 0.5)))
+    summary = result_rows("full", [result, other], [mean], list("abcd"), "deliver", BootstrapSpec())[-1]
+    both = [tuple(c.transpose(1, 0, 2)) for c in (counts, other.counts)]
+    joint = stats.summary_interval(both, lambda m: m @ np.array([0.5, 0.5]), "deliver", clusters=scenes)
+    assert (summary.metric, summary.ci_low, summary.ci_high, summary.ci_unit) == ("miou_avg", joint.low, joint.high,
+                                                                                  "scene")
+    (stored,) = case_counts("full", [result])
+    assert stored.key == CaseKey("full", ("rgb",), "all", "none") and stored.scenes == tuple(scenes)
+    no_scenes = CaseResult(**{**result.__dict__, "scenes": None})
+    assert result_rows("full", [no_scenes], [], list("abcd"), "deliver", BootstrapSpec())[0].ci_unit == "image"
