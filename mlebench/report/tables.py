@@ -8,9 +8,12 @@ Run selection: the finished runs (or ``run_ids``); where several runs measure th
 seeds. Numbers from different splits are never pooled: each (data set, split) gets its own table.
 
 Cells: mIoU in percent with two decimals; ``ci=True`` appends the 95% bootstrap interval of a
-single run ("62.10 [61.20, 63.00]"); a cell of a non-reference method whose paired-bootstrap
-difference to the reference method's run on the same training modalities has p < 0.05 gets ↑
-(better) or ↓ (worse). Empty cells: nothing was measured.
+single run ("62.10 [61.20, 63.00]", over scenes where the data set records them, the unit in the
+note) and, to a multi-seed cell ("62.10 ± 0.80"), the 95% t interval for the mean over its seeds.
+A cell of a non-reference method whose paired-bootstrap difference to the reference method's run
+on the same training modalities is significant after Holm's correction over all the cells the
+table compares gets ↑ (better) or ↓ (worse) (:mod:`mlebench.report.significance`). Empty cells:
+nothing was measured.
 """
 
 from __future__ import annotations
@@ -21,15 +24,22 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
 
 from mlebench.data import dataset_info
 from mlebench.errors import ConfigError
 from mlebench.protocols import TableSpec, get_protocol, protocol_names
 from mlebench.report.document import Table
+from mlebench.report.significance import Comparison, SignificanceCache, holm_marks, marks_note
 from mlebench.results.store import ResultsStore
 
 _MEASUREMENT = ["method", "variant", "dataset", "split", "train_modalities", "protocol"]
-SIGNIFICANCE = 0.05
+
+
+def seed_interval(mean: float, sd: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The t interval for the mean of ``n`` training seeds: mean ± t((1 + level)/2, n-1) sd / sqrt(n)."""
+    half = float(scipy_stats.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
+    return mean - half, mean + half
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,7 @@ def build_tables(store: ResultsStore, names: Sequence[str] | None = None, run_id
     tables: list[Table] = []
     if frame.empty:
         return tables
-    pairs = _SignificanceCache(store) if options.significance and options.reference else None
+    pairs = SignificanceCache(store) if options.significance and options.reference else None
     for protocol in protocol_names():
         mine = frame[frame["protocol"] == protocol]
         for spec in get_protocol(protocol).tables():
@@ -100,7 +110,7 @@ def build_tables(store: ResultsStore, names: Sequence[str] | None = None, run_id
 
 
 def _build(spec: TableSpec, frame: pd.DataFrame, dataset: str, split: str, options: TableOptions,
-           pairs: "_SignificanceCache | None") -> Table | None:
+           pairs: SignificanceCache | None) -> Table | None:
     info = dataset_info(dataset)
     prepared = spec.prepare(frame, info) if spec.prepare else frame
     if prepared.empty:
@@ -109,42 +119,51 @@ def _build(spec: TableSpec, frame: pd.DataFrame, dataset: str, split: str, optio
     grouped = prepared.groupby(index + columns, observed=True, sort=True)
     stats = grouped.agg(value=("value", "mean"), spread=("value", lambda v: v.std(ddof=1) if len(v) > 1 else math.nan),
                         n=("value", "count"), ci_low=("ci_low", "first"), ci_high=("ci_high", "first"),
-                        run_id=("run_id", "first"), metric=("metric", "first"),
+                        ci_unit=("ci_unit", "first"), run_id=("run_id", "first"), metric=("metric", "first"),
                         test_modalities=("test_modalities", "first"), condition=("condition", "first"),
                         corruption=("corruption", "first"), train_modalities=("train_modalities", "first"))
     values = stats["value"].unstack(columns)
     values = values.reindex(sorted(values.index, key=_sort_key(prepared, index)))
     cells = pd.DataFrame("", index=values.index, columns=values.columns)
-    marks: list[str] = []
+    compared: list[tuple[Any, Any, Comparison]] = []  # (row key, column key, comparison)
+    units: set[str] = set()
+    d = spec.decimals
     for key, row in stats.iterrows():
         row_key, col_key = _split_key(key, len(index))
         if row.value != row.value:  # measured, but undefined (e.g. a condition without samples)
             continue
-        text = f"{row.value:.{spec.decimals}f}"
+        text = f"{row.value:.{d}f}"
         if row.n > 1:
-            text += f" ± {row.spread:.{spec.decimals}f}"
+            text += f" ± {row.spread:.{d}f}"
+            if options.ci:
+                low, high = seed_interval(row.value, row.spread, int(row.n))
+                text += f" [{low:.{d}f}, {high:.{d}f}]"
         elif options.ci and row.ci_low == row.ci_low:
-            text += f" [{row.ci_low:.{spec.decimals}f}, {row.ci_high:.{spec.decimals}f}]"
+            text += f" [{row.ci_low:.{d}f}, {row.ci_high:.{d}f}]"
+            units.add(row.ci_unit or "image")
         if pairs is not None and row.n == 1:
-            mark = pairs.mark(row, options.reference, frame)
-            if mark:
-                text += " " + mark
-                marks.append(mark)
+            found = pairs.compare(row, options.reference, frame)
+            if found is not None:
+                compared.append((row_key, col_key, found))
         cells.loc[row_key, col_key] = text
+    for (row_key, col_key, _), mark in zip(compared, holm_marks([c for _, _, c in compared])):
+        if mark:
+            cells.loc[row_key, col_key] += " " + mark
     notes = list(spec.notes)
     if spec.delta_rows and options.reference:
         values, cells = _with_deltas(values, cells, index, options.reference, spec.decimals)
     best = _best_mask(values, spec, index, options.reference)
-    if marks:
-        notes.append(f"↑/↓: better/worse than {options.reference} on the same images (paired bootstrap, "
-                     f"p < {SIGNIFICANCE}).")
+    if compared:
+        notes.append(marks_note(options.reference or "", len(compared), {c.unit for _, _, c in compared}))
     if pairs is not None and pairs.other_data:
         notes.append(f"Runs evaluated on other data than {options.reference}'s run (another data root or set of "
                      "images) are not marked: they cannot be paired.")
     if options.seeds and (stats["n"] > 1).any():
-        notes.append("mean ± standard deviation over training seeds.")
-    elif options.ci:
-        notes.append("[low, high]: 95% bootstrap interval over the evaluated images.")
+        notes.append("mean ± standard deviation over training seeds" + (
+            "; [low, high] beside it: 95% t interval for the mean over the seeds." if options.ci else "."))
+    if options.ci and units:
+        over = " / ".join(sorted(f"{u}s" for u in units))
+        notes.append(f"[low, high] of a single run: 95% bootstrap interval over the evaluated {over}.")
     notes.append(f"{info.name}, split '{split}', mIoU convention '{info.miou_convention}'; bold: the best method "
                  "per column among rows that differ only in their method.")
     caption = f"{spec.caption} — {dataset} ({split})"
@@ -231,46 +250,6 @@ def _best_mask(values: pd.DataFrame, spec: TableSpec, index: list[str], referenc
                 continue
             best.loc[col.index[col == col.max()], column] = True
     return best
-
-
-class _SignificanceCache:
-    """Paired-bootstrap comparisons of a run against the reference method's run, computed once per
-    pair of runs (:func:`mlebench.report.compare.compare_runs`)."""
-
-    def __init__(self, store: ResultsStore) -> None:
-        self.store = store
-        self.cache: dict[tuple[str, str], pd.DataFrame | None] = {}
-        self.other_data = False  # some reference run was evaluated on other data: left unmarked
-
-    def mark(self, row: Any, reference: str, frame: pd.DataFrame) -> str:
-        runs = frame.drop_duplicates("run_id").set_index("run_id")
-        if row.run_id not in runs.index or runs.loc[row.run_id, "method"] == reference:
-            return ""
-        me = runs.loc[row.run_id]
-        same = runs[(runs["method"] == reference) & (runs["train_modalities"] == me["train_modalities"])]
-        if same.empty:
-            return ""
-        ref_run = same.index[-1]
-        pair = (ref_run, row.run_id)
-        if pair not in self.cache:
-            from mlebench.report.compare import OtherData, compare_runs
-
-            try:
-                self.cache[pair] = compare_runs(self.store, ref_run, row.run_id)
-            except OtherData:
-                self.cache[pair] = None
-                self.other_data = True
-            except ConfigError:
-                self.cache[pair] = None
-        found = self.cache[pair]
-        if found is None:
-            return ""
-        metric = row.metric
-        hit = found[(found["test_modalities"] == row.test_modalities) & (found["condition"] == row.condition)
-                    & (found["corruption"] == row.corruption) & (found["metric"] == metric)]
-        if hit.empty or not hit["p_value"].iloc[0] < SIGNIFICANCE:
-            return ""
-        return "↑" if hit["difference"].iloc[0] > 0 else "↓"
 
 
 def tables_to_csv(tables: Sequence[Table]) -> str:

@@ -103,7 +103,9 @@ def test_missing_modality_table_cells_equal_the_store(store: ResultsStore):
     # ... and significantly so on the same images: cmnext's cells carry ↓ (paired bootstrap).
     assert table.cells.loc[("cmnext", "R-D-E-L"), "R"].endswith(" ↓")
     assert not table.cells.loc[("mlesam", "R-D-E-L"), "R"].endswith("↑")
-    assert any("paired bootstrap" in n for n in table.notes)
+    assert ("↑/↓: better/worse than mlesam on the same images (paired bootstrap over images), Holm-corrected "
+            "over the 19 cell(s) compared in this table: the chance of any false mark in the table is at most 0.05."
+            in table.notes)  # 15 subsets, Mean and 3 E[p] columns of cmnext; these samples record no scenes
 
 
 def test_no_mark_without_a_significant_difference(tmp_path: Path):
@@ -128,6 +130,13 @@ def test_intervals_and_seed_statistics_in_cells(tmp_path: Path):
     values = 100 * s.results().query("method == 'cmnext' and metric == 'miou'")["value"]
     assert len(values) == 3
     assert pooled.cells.loc["cmnext", "R-D-E-L"] == f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
+    # with --ci, the 95% t interval for the mean of the 3 seeds beside mean ± sd: t(0.975, 2) = 4.303
+    both = _table(build_tables(s, ["full"], options=TableOptions(seeds=True, ci=True, reference="mlesam")),
+                  "full-synthetic-val")
+    half = 4.302653 * values.std(ddof=1) / math.sqrt(3)
+    assert both.cells.loc["cmnext", "R-D-E-L"] == (f"{values.mean():.2f} ± {values.std(ddof=1):.2f} "
+                                                  f"[{values.mean() - half:.2f}, {values.mean() + half:.2f}]")
+    assert any("95% t interval for the mean over the seeds" in n for n in both.notes)
     latest = _table(build_tables(s, ["full"]), "full-synthetic-val")  # without --seeds: the newest run
     assert latest.values.loc["cmnext", "R-D-E-L"] == pytest.approx(values.iloc[-1], abs=1e-12)
 
@@ -220,3 +229,15 @@ def test_report_cli_formats_and_errors(store: ResultsStore, tmp_path: Path):
     assert bad.exit_code == 1 and "nothing to report" in bad.output
     bad = invoke("report", "--results", db, "--pdf")
     assert bad.exit_code == 2 and "--pdf needs --format latex and -o" in bad.output
+
+
+def test_marks_are_holm_corrected_over_the_cells_of_a_table():
+    """Holm by hand for p = 0.001, 0.02, 0.03, 0.04 (m = 4): 0.001 <= 0.05/4 is rejected, then
+    0.02 > 0.05/3 stops the procedure; uncorrected, all four would be marked."""
+    from mlebench.report.significance import Comparison, holm_marks
+
+    found = [Comparison(+1.0, 0.02, "scene"), Comparison(-1.0, 0.001, "scene"), Comparison(+1.0, 0.04, "scene"),
+             Comparison(+1.0, 0.03, "scene")]
+    assert holm_marks(found) == ["", "↓", "", ""]
+    assert holm_marks([Comparison(+1.0, 0.01, "image"), Comparison(-1.0, 0.02, "image")]) == ["↑", "↓"]
+    assert holm_marks([]) == []
