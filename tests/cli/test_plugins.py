@@ -154,12 +154,13 @@ def test_the_plugin_is_gated_once_its_baseline_is_added(plugin: None, tmp_path: 
     baseline = tmp_path / "late-fusion-baseline.json"
     missing = invoke("check", "--methods", "late-fusion", "--baseline", baseline)
     assert missing.exit_code == 1 and "check --update" in missing.output
-    update = invoke("check", "--update", "--methods", "late-fusion", "--seeds", "0,1", "--baseline", baseline)
+    update = invoke("check", "--update", "--methods", "late-fusion", "--seeds", "1,2", "--baseline", baseline)
     assert update.exit_code == 0, update.output
     cases = json.loads(baseline.read_text())["cases"]
     assert {c["method"] for c in cases} == {"late-fusion"} and len(cases) == 15 + 4 + 1  # subsets, summaries, full
-    gate = invoke("check", "--methods", "late-fusion", "--baseline", baseline)
-    assert gate.exit_code == 0 and f"passed: {len(cases)} cases compared" in gate.output, gate.output
+    gate = invoke("check", "--methods", "late-fusion", "--baseline", baseline)  # seed 0: new to the baseline
+    assert gate.exit_code == 0 and "passed: 2 gated figures" in gate.output, gate.output
+    assert f"; {len(cases)} cases compared, 0 gone" in gate.output
 
 
 def test_a_module_that_is_not_installed_loads_with_plugin_or_the_environment(tmp_path: Path):
