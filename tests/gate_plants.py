@@ -32,6 +32,25 @@ def degraded_predictions(method_class: type, fraction: float) -> Iterator[None]:
 
 
 @contextmanager
+def classes_scrambled() -> Iterator[None]:
+    """MLE-SAM's prediction with its class axis rolled by one at evaluation: every pixel's class
+    is the next one's (a label map off by one)."""
+    from methods.mlesam.model import MLESAM
+
+    original = MLESAM.decode
+
+    def decode(self, features, image_size):  # type: ignore[no-untyped-def]
+        out = original(self, features, image_size)
+        if not self.training:
+            out.logits = out.logits.roll(1, dims=1)
+        return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MLESAM, "decode", decode)
+        yield
+
+
+@contextmanager
 def lora_switched_off(modality: str) -> Iterator[None]:
     """One modality's LoRA experts give no update, in training and evaluation (as if its expert
     were never attached): that modality runs through the frozen encoder."""
