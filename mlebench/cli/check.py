@@ -10,6 +10,8 @@ import click
 
 from mlebench.cli.options import parse_methods, parse_seeds
 
+#: Training seeds of a new baseline; the check's default seed (0) is not among them, so the
+#: checked run is a new draw, not one of the runs the mean and spread came from.
 DEFAULT_SEEDS_TEXT = "1,2,3,4,5,6,7,8"
 
 

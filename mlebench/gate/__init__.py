@@ -13,7 +13,7 @@ from itertools import groupby
 from typing import Callable, Sequence
 
 from mlebench.errors import ConfigError
-from mlebench.gate.baseline import (DEFAULT_BASELINE, DEFAULT_SEEDS, Baseline, BaselineCase, read_baseline,
+from mlebench.gate.baseline import (DEFAULT_BASELINE, Baseline, BaselineCase, read_baseline,
                                     update_baseline, write_baseline)
 from mlebench.gate.measure import CaseMeasure, GateSetup, Measures, measure
 from mlebench.gate.rule import (FAMILY_ALPHA, GateResult, allowed_drop, compare_with_baseline, format_gate,
@@ -23,7 +23,7 @@ from mlebench.results.provenance import package_versions
 DEFAULT_CHECK_SEED = 0
 
 __all__ = [
-    "DEFAULT_BASELINE", "DEFAULT_CHECK_SEED", "DEFAULT_SEEDS", "FAMILY_ALPHA", "Baseline", "BaselineCase",
+    "DEFAULT_BASELINE", "DEFAULT_CHECK_SEED", "FAMILY_ALPHA", "Baseline", "BaselineCase",
     "CaseMeasure", "GateResult", "GateSetup", "Measures", "allowed_drop", "compare_with_baseline", "drop_methods",
     "format_gate", "measure", "prediction_bound", "read_baseline", "run_gate", "update_baseline", "write_baseline",
 ]  # fmt: skip
