@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from mlebench.data import dataset_info
 from mlebench.errors import ConfigError
@@ -45,10 +45,14 @@ class TrainConfig:
     lr: float = 1e-3  # (choice) the paper gives no learning rate
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1  # share of the steps spent warming up (10 of 100 epochs)
+    warmup_steps: int | None = None  # the warm-up in steps instead (SAMed: 250 iterations)
     warmup_ratio: float = 0.1  # the warm-up starts at this fraction of lr
-    power: float = 0.9
+    schedule: Literal["warmup-poly", "cosine"] = "warmup-poly"  # after the warm-up
+    power: float = 0.9  # warmup-poly's exponent
+    min_lr: float = 0.0  # cosine's floor (CWSAM: lr_min 1e-7)
     crop_size: int = 128
-    base_size: int | None = None  # short side the random scale is relative to (default: crop)
+    base_size: int | None = None  # size the random scale is relative to (default: the crop, as DELIVER)
+    crop_offsets: Literal["reference", "exact"] = "reference"  # mlebench.data.augment
     seed: int = 0
     device: str = "cpu"
     num_workers: int = 0
@@ -132,7 +136,8 @@ def train_option_types() -> dict[str, Any]:
 #: ranges of the training options (pydantic Field keyword arguments)
 TRAIN_LIMITS: dict[str, dict[str, Any]] = {
     "steps": {"ge": 1}, "batch_size": {"ge": 1}, "lr": {"gt": 0}, "weight_decay": {"ge": 0},
-    "warmup_fraction": {"ge": 0, "le": 1}, "warmup_ratio": {"ge": 0, "le": 1}, "power": {"ge": 0},
+    "warmup_fraction": {"ge": 0, "le": 1}, "warmup_steps": {"ge": 0}, "warmup_ratio": {"ge": 0, "le": 1},
+    "power": {"ge": 0}, "min_lr": {"ge": 0},
     "crop_size": {"ge": 1}, "base_size": {"ge": 1}, "num_workers": {"ge": 0}, "log_every": {"ge": 1},
     "checkpoint_every": {"ge": 0},
 }  # fmt: skip
