@@ -69,6 +69,7 @@ HIERA_TINY = HieraSpec(32, 1, (1, 2, 3, 1), (8, 4, 8, 4), (5,), (7, 7))
 
 
 MISSING_POLICIES = ("drop", "zero")
+AUX_COMBINES = ("mean", "main", "learned")
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,12 @@ class MLESAMConfig:
     aux_head: bool = True
     aux_embed_dim: int = 32  # (choice) matches Tab. V's +0.02M for the head
     aux_dropout: float = 0.1  # (choice)
-    aux_output_weight: float = 0.5  # (choice) prediction = (1 - w) main + w aux
+    # (choice) how the prediction combines the two pathways (docs/mlesam.md, measured):
+    # mean: (1 - w) main + w aux with w = aux_output_weight; main: the main pathway alone (the aux
+    # head only adds its loss in training, as mmseg's auxiliary heads); learned: w = sigmoid(g),
+    # g trained by an extra OHEM term on the combined prediction with both pathways detached
+    aux_combine: str = "mean"
+    aux_output_weight: float = 0.5  # (choice) w of "mean", and where "learned" starts
     main_loss_weight: float = 1.0  # lambda_1 (choice)
     aux_loss_weight: float = 0.4  # lambda_2 (choice, mmseg's usual auxiliary weight)
     ohem_thresh: float = 0.7
@@ -120,6 +126,11 @@ class MLESAMConfig:
             )
         if self.no_prompt not in NO_PROMPT_MODES:
             raise ConfigError(f"unknown no_prompt {self.no_prompt!r}; known: {', '.join(NO_PROMPT_MODES)}")
+        if self.aux_combine not in AUX_COMBINES:
+            raise ConfigError(f"unknown aux_combine {self.aux_combine!r}; known: {', '.join(AUX_COMBINES)}")
+        if self.aux_combine == "learned" and not 0.0 < self.aux_output_weight < 1.0:
+            raise ConfigError(f"aux_combine learned starts at aux_output_weight {self.aux_output_weight}: "
+                              "it must be in (0, 1)")
         if not 0.0 <= self.aux_output_weight <= 1.0:
             raise ConfigError(f"aux_output_weight {self.aux_output_weight} is not in [0, 1]")
 
@@ -184,6 +195,12 @@ class MLESAM(SegmentationMethod):
         self.aux_head = (
             AuxiliaryHead(levels, config.aux_embed_dim, self.num_classes, config.aux_dropout)
             if config.aux_head
+            else None
+        )
+        # the learned combination's weight, as a logit (sigmoid(aux_gate) = w)
+        self.aux_gate = (
+            nn.Parameter(torch.logit(torch.tensor(config.aux_output_weight)))
+            if config.aux_head and config.aux_combine == "learned"
             else None
         )
         self._freeze()
@@ -268,15 +285,30 @@ class MLESAM(SegmentationMethod):
             logits = up(main)
             return MethodOutput(logits=logits, embedding=sfm, main_logits=logits)
         aux = self.aux_head(sfm, ifp, ffp)
-        w = self.config.aux_output_weight
         # Bilinear upsampling is linear: combining at stride 4 and upsampling once equals
         # combining the upsampled logits, at a third of the full-resolution work.
-        logits = up((1 - w) * main + w * aux)
+        logits = up(self.combine(main, aux))
         if not self.training:
             return MethodOutput(logits=logits, embedding=sfm)
         return MethodOutput(logits=logits, embedding=sfm, aux_logits=up(aux), main_logits=up(main))
 
+    def aux_weight(self) -> float | torch.Tensor:
+        """The auxiliary pathway's share w of the prediction (0 for ``aux_combine: main``)."""
+        combine = self.config.aux_combine
+        if combine == "main":
+            return 0.0
+        if combine == "learned":
+            return torch.sigmoid(self.aux_gate)
+        return self.config.aux_output_weight
+
+    def combine(self, main: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        """The prediction from the two pathways' logits: ``(1 - w) main + w aux``."""
+        w = self.aux_weight()
+        return main if isinstance(w, float) and w == 0.0 else (1 - w) * main + w * aux
+
     def loss(self, output: MethodOutput, target: torch.Tensor) -> torch.Tensor:
+        """Eq. 14: l1 OHEM(main) + l2 OHEM(aux); with ``aux_combine: learned`` plus OHEM of the
+        combined prediction, through the weight only (both pathways' logits detached)."""
         cfg = self.config
         main = output.main_logits if output.main_logits is not None else output.logits
         total = cfg.main_loss_weight * ohem_cross_entropy(main, target, self.info.ignore_index, cfg.ohem_thresh)
@@ -284,6 +316,9 @@ class MLESAM(SegmentationMethod):
             total = total + cfg.aux_loss_weight * ohem_cross_entropy(
                 output.aux_logits, target, self.info.ignore_index, cfg.ohem_thresh
             )
+            if self.aux_gate is not None:
+                combined = self.combine(main.detach(), output.aux_logits.detach())
+                total = total + ohem_cross_entropy(combined, target, self.info.ignore_index, cfg.ohem_thresh)
         return total
 
     # --- bookkeeping --------------------------------------------------------------------
@@ -306,6 +341,8 @@ class MLESAM(SegmentationMethod):
         groups["decoder"] = self.sam_mask_decoder
         if self.aux_head is not None:
             groups["aux_head"] = self.aux_head
+        if self.aux_gate is not None:
+            groups["aux_gate"] = [self.aux_gate]
         return groups
 
     def config_dict(self) -> dict[str, Any]:

@@ -242,6 +242,48 @@ def test_losses_and_backward_reach_lora_and_router():
     assert all(p.grad is None for p in model.image_encoder.parameters())
 
 
+def test_aux_combinations_main_and_learned():
+    """``main``: the prediction is the main pathway's logits, the aux head only adds its loss;
+    ``learned``: w = sigmoid(gate), and only the gate learns from the combined prediction's loss."""
+    x = {m: torch.randn(2, 3, 64, 64) for m in MODALITIES}
+    target = torch.randint(0, 25, (2, 64, 64))
+    mean = _tiny()
+    main = _tiny(aux_combine="main")
+    main.load_state_dict(mean.state_dict())  # the same weights: only the combination differs
+    with torch.no_grad():
+        torch.testing.assert_close(main.train()(x).logits, main(x).main_logits, atol=0, rtol=0)
+        torch.testing.assert_close(main.eval()(x).logits, (2 * mean.eval()(x).logits - _aux_only(mean, x)))
+    learned = _tiny(aux_combine="learned", aux_output_weight=0.25)
+    assert torch.sigmoid(learned.aux_gate).item() == pytest.approx(0.25)
+    learned.train()
+    out = learned(x)
+    torch.testing.assert_close(out.logits, 0.75 * out.main_logits + 0.25 * out.aux_logits, atol=1e-5, rtol=0)
+    eq14 = ohem_cross_entropy(out.main_logits, target) + 0.4 * ohem_cross_entropy(out.aux_logits, target)
+    combined = ohem_cross_entropy(0.75 * out.main_logits + 0.25 * out.aux_logits, target)
+    loss = learned.loss(out, target)
+    torch.testing.assert_close(loss, eq14 + combined, atol=1e-5, rtol=0)
+    loss.backward()
+    assert learned.aux_gate.grad is not None and learned.aux_gate.grad.abs() > 0
+    # the pathways' own gradients are Eq. 14's alone: the combined term reaches only the gate
+    reference = _tiny(aux_combine="learned", aux_output_weight=0.25).train()
+    reference.zero_grad()
+    out = reference(x)
+    (ohem_cross_entropy(out.main_logits, target) + 0.4 * ohem_cross_entropy(out.aux_logits, target)).backward()
+    torch.testing.assert_close(learned.aux_head.predict.weight.grad, reference.aux_head.predict.weight.grad)
+    assert learned.parameter_report()["parts"]["aux_gate"] == 1
+    with pytest.raises(ConfigError, match="unknown aux_combine 'max'; known: mean, main, learned"):
+        make_config("tiny", aux_combine="max")
+    with pytest.raises(ConfigError, match="aux_combine learned starts at aux_output_weight 1.0"):
+        make_config("tiny", aux_combine="learned", aux_output_weight=1.0)
+
+
+def _aux_only(model, x):
+    """The auxiliary pathway's logits at the input size (eval mode), via aux_output_weight 1."""
+    aux = _tiny(aux_output_weight=1.0)
+    aux.load_state_dict(model.state_dict())
+    return aux.eval()(x).logits
+
+
 def test_bf16_autocast_forward():
     model = _tiny()
     x = {m: torch.randn(1, 3, 64, 64) for m in MODALITIES}
