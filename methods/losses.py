@@ -32,3 +32,23 @@ def ohem_cross_entropy(
     k = torch.clamp(torch.maximum(n_hard, n_min), min=1)
     sorted_loss = loss.sort(descending=True).values
     return sorted_loss.cumsum(0).gather(0, (k - 1).reshape(1))[0] / k
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255, smooth: float = 1e-5) -> torch.Tensor:
+    """SAMed's multi-class Dice loss (hitachinsk/SAMed ``utils.py`` ``DiceLoss``, with softmax):
+    per class ``1 - (2 sum(p t) + s) / (sum(p^2) + sum(t^2) + s)`` over the whole batch, averaged
+    over all K classes. SAMed has no ignore label; here ignored pixels count for neither term."""
+    k = logits.shape[1]
+    valid = (target != ignore_index).unsqueeze(1)
+    probs = logits.float().softmax(1) * valid
+    onehot = F.one_hot(torch.where(valid[:, 0], target, 0), k).permute(0, 3, 1, 2).float() * valid
+    dims = (0, 2, 3)
+    intersect = (probs * onehot).sum(dims)
+    ratio = (2 * intersect + smooth) / ((probs * probs).sum(dims) + (onehot * onehot).sum(dims) + smooth)
+    return (1 - ratio).mean()
+
+
+def ce_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255, dice_weight: float = 0.8) -> torch.Tensor:
+    """SAMed's loss (``trainer.py`` ``calc_loss``, l. 22-26): ``(1 - w) CE + w Dice``, w = 0.8."""
+    ce = F.cross_entropy(logits.float(), target, ignore_index=ignore_index)
+    return (1 - dice_weight) * ce + dice_weight * dice_loss(logits, target, ignore_index)

@@ -12,8 +12,11 @@ Parts, all from the ``segment_anything`` package (never re-written):
   of every block's fused ``qkv`` Linear, attached with forward hooks (``ModalityLoRA`` of
   MLE-SAM, which only needs ``blocks[i].attn.qkv``), so SAM's parameter names are unchanged and
   a SAM checkpoint loads 1:1. SAM's absolute positional embedding is sized for ``image_size``;
-  other input sizes get it resized bicubically (SAMed does the same); the relative positional
-  embeddings are resized by SAM's own ``get_rel_pos``.
+  other token grids, square or not, get it resized bilinearly, as SAMed's ``load_from`` does at
+  load time (``pos_embed_resize``; ``methods.sam_vit.resize_pos_embed`` cites the lines); the
+  relative-position tables of every block are resized per axis by segment-anything's own
+  ``get_rel_pos`` at each forward, which computes what SAMed's load-time resize of the global
+  blocks' tables does (tested on a 1824x1024 input, MUSES' size).
 - ``prompt_encoder``: SAM's ``PromptEncoder``, frozen; only its ``no_mask_embed`` (the dense
   embedding without a mask prompt) and its positional encoding are used: no prompts.
 - ``mask_decoder``: SAM's ``MaskDecoder`` made class-aware: ``num_multimask_outputs = K - 1``
@@ -24,7 +27,12 @@ Parts, all from the ``segment_anything`` package (never re-written):
 ``encode(m, x)`` is one modality's LoRA-adapted ViT (separable, so the evaluator's feature cache
 works); ``decode`` runs the decoder on each present modality's image embedding and averages the
 K-class logits over the present modalities, so any non-empty subset of the training modalities
-works at test time. The loss is MLE-SAM's OHEM cross-entropy on the averaged logits.
+works at test time. Training (``training``): ``joint`` (default) puts the loss on the averaged
+logits; ``separate`` puts it on each modality's own logits (averaged over modalities), so each
+modality's LoRA learns from its own prediction alone, as the paper's "individually trained for
+each modality" reads; the class-aware decoder is shared either way (choice). Loss and recipe
+(``recipe``, methods/recipes.py): the paper's OHEM cross-entropy by default; ``reference``: SAMed's
+``0.2 CE + 0.8 Dice`` and its optimiser settings (:data:`REFERENCE_RECIPE`).
 
 Without ``sam_checkpoint`` the frozen parts come from a fixed seed (``frozen_source`` "seed:N");
 with one, from SAM's own checkpoint format (``sam_vit_b_01ec64.pth``: keys ``image_encoder.*``,
@@ -40,13 +48,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 from torch import nn
 
 from methods.lora import ModalityLoRA
-from methods.losses import ohem_cross_entropy
-from methods.sam_vit import SAM_VIT_STAND_IN, VIT_PRESETS, SAMViTRecipe
+from methods.losses import ce_dice_loss, ohem_cross_entropy
+from methods.recipes import check_recipe, recipe_defaults
+from methods.sam_vit import POS_EMBED_RESIZE, SAM_VIT_STAND_IN, VIT_PRESETS, SAMViTRecipe, resize_pos_embed
 from mlebench.data.base import DatasetInfo
 from mlebench.errors import ConfigError
 from mlebench.method import MethodOutput, SegmentationMethod, upsample_logits
@@ -76,12 +84,24 @@ class SAMLoRAConfig:
     ohem_thresh: float = 0.7
     train_output_upscaling: bool = True  # (choice) trained, as MLE-SAM's decoder does
     grouped_lora: bool = True  # encode_many runs all modalities through the ViT in one pass
+    # joint: the loss on the averaged logits; separate: each modality's own logits get the loss
+    # (mean over modalities), so each LoRA learns from its own prediction only, as the paper's
+    # "individually trained for each modality" reads (the decoder stays shared: choice)
+    training: str = "joint"
+    pos_embed_resize: str = "bilinear"  # SAMed's resize (methods/sam_vit.py); or bicubic
+    recipe: str = "paper"  # paper | reference (SAMed's CE + Dice; methods/recipes.py)
     sam_checkpoint: str | None = None
     init_seed: int = 0  # seed of the frozen parts' random init when no checkpoint is given
 
     def validate(self) -> None:
         if self.lora_rank < 1:
             raise ConfigError("sam-lora: lora_rank must be >= 1")
+        if self.training not in TRAINING_MODES:
+            raise ConfigError(f"sam-lora: unknown training {self.training!r}; known: {', '.join(TRAINING_MODES)}")
+        if self.pos_embed_resize not in POS_EMBED_RESIZE:
+            raise ConfigError(f"sam-lora: unknown pos_embed_resize {self.pos_embed_resize!r}; "
+                              f"known: {', '.join(POS_EMBED_RESIZE)}")
+        check_recipe("sam-lora", self.recipe)
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"sam-lora: embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.image_size % self.patch_size:
@@ -111,12 +131,27 @@ def make_config(preset: str, **overrides: Any) -> SAMLoRAConfig:
     return config_from_preset(PRESET_CONFIGS, preset, overrides, "SAM-LoRA")
 
 
-def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """SAM's absolute positional embedding (1, h, w, C) resized bicubically to ``grid``."""
-    if tuple(pos_embed.shape[1:3]) == tuple(grid):
-        return pos_embed
-    resized = F.interpolate(pos_embed.permute(0, 3, 1, 2).float(), size=grid, mode="bicubic", align_corners=False)
-    return resized.to(pos_embed.dtype).permute(0, 2, 3, 1)
+TRAINING_MODES = ("joint", "separate")
+
+#: hitachinsk/SAMed's own training (train.py l. 29-55, trainer.py l. 22-93): 0.2 CE + 0.8 Dice,
+#: AdamW lr 0.005 (betas 0.9/0.999, weight decay 0.1), a linear warm-up over 250 iterations from
+#: lr / 250, then poly 0.9; batch 12 per GPU on 2 GPUs (24); 200 epochs. Not reproduced: its
+#: default stop at epoch 160 (train.py l. 31, trainer.py l. 124) and its poly denominator, which
+#: is not reduced by the warm-up (trainer.py l. 93); its loss runs on the stride-4 logits against
+#: a downsampled label, ours on the full-resolution logits.
+REFERENCE_RECIPE: dict[str, dict[str, Any]] = {
+    "paper": {"batch_size": 24, "lr": 5e-3, "weight_decay": 0.1, "epochs": 200, "warmup_steps": 250,
+              "warmup_ratio": 1 / 250},
+    "tiny": {"weight_decay": 0.1, "warmup_ratio": 1 / 250},
+}
+
+
+@dataclass
+class SAMLoRAOutput(MethodOutput):
+    """SAM-LoRA's output; ``per_modality`` holds each present modality's own logits when the model
+    trains with ``training: separate``."""
+
+    per_modality: list[torch.Tensor] | None = None
 
 
 def class_logits(prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder, embedding: torch.Tensor) -> torch.Tensor:
@@ -223,7 +258,7 @@ class SAMLoRA(SAMViTRecipe, SegmentationMethod):
         with self.lora.active(active):
             tokens = enc.patch_embed(x)  # (B, h, w, C)
             if enc.pos_embed is not None:
-                tokens = tokens + resize_pos_embed(enc.pos_embed, tokens.shape[1:3])
+                tokens = tokens + resize_pos_embed(enc.pos_embed, tokens.shape[1:3], self.config.pos_embed_resize)
             for block in enc.blocks:
                 tokens = block(tokens)
             return enc.neck(tokens.permute(0, 3, 1, 2))  # (B, out_chans, h, w)
@@ -252,13 +287,26 @@ class SAMLoRA(SAMViTRecipe, SegmentationMethod):
         masks = class_logits(self.prompt_encoder, self.mask_decoder, embeddings)
         # Bilinear upsampling is linear: averaging at stride 4 and upsampling once equals
         # averaging the upsampled per-modality logits.
-        mean = masks.reshape(n, -1, *masks.shape[1:]).mean(0)
-        logits = upsample_logits(mean, image_size)
+        per_modality = masks.reshape(n, -1, *masks.shape[1:])
+        logits = upsample_logits(per_modality.mean(0), image_size)
         embedding = embeddings.reshape(n, -1, *embeddings.shape[1:]).mean(0)
-        return MethodOutput(logits=logits, embedding=embedding)
+        separate = None
+        if self.training and self.config.training == "separate":
+            separate = [upsample_logits(m, image_size) for m in per_modality]
+        return SAMLoRAOutput(logits=logits, embedding=embedding, per_modality=separate)
 
     def loss(self, output: MethodOutput, target: torch.Tensor) -> torch.Tensor:
-        return ohem_cross_entropy(output.logits, target, self.info.ignore_index, self.config.ohem_thresh)
+        per_modality = getattr(output, "per_modality", None)
+        predictions = per_modality if per_modality is not None else [output.logits]
+        return torch.stack([self._loss(p, target) for p in predictions]).mean()
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.config.recipe == "reference":
+            return ce_dice_loss(logits, target, self.info.ignore_index)
+        return ohem_cross_entropy(logits, target, self.info.ignore_index, self.config.ohem_thresh)
+
+    def training_defaults(self) -> dict[str, Any]:
+        return recipe_defaults(self.train_defaults(self.preset), self.config.recipe, REFERENCE_RECIPE, self.preset)
 
     # --- training interface (the recipe: SAMViTRecipe) -------------------------------------------------------------
     def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+
 from methods import ASSETS
 from mlebench.method import StandIn
 
@@ -45,3 +48,24 @@ class SAMViTRecipe:
     @classmethod
     def eval_size(cls, preset: str) -> int | None:
         return EVAL_SIZES[preset]
+
+
+#: how SAM's absolute positional embedding is resized to another token grid
+POS_EMBED_RESIZE = ("bilinear", "bicubic")
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """SAM's absolute positional embedding (1, h, w, C) resized to the token ``grid``.
+
+    ``bilinear`` (align_corners False) is SAMed's resize (hitachinsk/SAMed
+    ``segment_anything/build_sam.py`` ``load_from`` l. 147-152), done there once at load time for
+    a square grid; the embedding is frozen, so resizing it at every forward is the same, and it
+    also serves non-square grids (MUSES' 1824x1024 gives 114x64 tokens). The relative-position
+    tables need nothing here: segment-anything's ``get_rel_pos`` (image_encoder.py l. 304-313)
+    interpolates each axis's table linearly to ``2 * size - 1`` at every forward, which is what
+    SAMed's load-time bilinear resize of the global blocks' tables (l. 153-160) computes.
+    """
+    if tuple(pos_embed.shape[1:3]) == tuple(grid):
+        return pos_embed
+    resized = F.interpolate(pos_embed.permute(0, 3, 1, 2).float(), size=tuple(grid), mode=mode, align_corners=False)
+    return resized.to(pos_embed.dtype).permute(0, 2, 3, 1)

@@ -166,10 +166,18 @@ class SegmentationMethod(nn.Module, ABC):
     @classmethod
     def train_defaults(cls, preset: str) -> dict[str, Any]:
         """Training options per preset (``TrainConfig`` fields, plus ``epochs`` where the
-        recipe counts epochs). Methods override with their own recipe."""
+        recipe counts epochs). Methods override with their own recipe. ``paper``: the paper's
+        common recipe (appendix: batch 6, AdamW, weight decay 0.01, 100 epochs, warm-up poly with
+        power 0.9 over 10 warm-up epochs from ratio 0.1; lr 1e-4 is our choice, the paper's value
+        is not in its text)."""
         if preset == "paper":
             return {"batch_size": 6, "crop_size": 1024, "base_size": 1024, "lr": 1e-4, "amp": True, "epochs": 100}
         return {"steps": 500, "batch_size": 8, "crop_size": 128, "base_size": 256, "lr": 1e-3}
+
+    def training_defaults(self) -> dict[str, Any]:
+        """The training options this model trains with: its preset's ``train_defaults``, changed
+        by any recipe option the method has (e.g. a baseline's ``recipe: reference``)."""
+        return dict(self.train_defaults(self.preset))
 
     @classmethod
     def eval_size(cls, preset: str) -> int | None:

@@ -33,11 +33,13 @@ DROP_PATH_RATE = 0.1
 class CMNeXtBackbone(nn.Module):
     """``forward([rgb, extra_1, ..., extra_n])`` -> the four fused stage maps (NCHW)."""
 
-    def __init__(self, variant: str, num_extra: int, drop_path_rate: float = DROP_PATH_RATE) -> None:
+    def __init__(self, variant: str, num_extra: int, drop_path_rate: float = DROP_PATH_RATE,
+                 extra_reshape: str = "reference") -> None:
         super().__init__()
         dims, depths = SETTINGS[variant]
         self.channels = list(dims)
         self.num_modals = num_extra
+        self.extra_reshape = extra_reshape  # "reference" (the quirk below) or "fixed"
         n = num_extra
         kernels, strides = (7, 3, 3, 3), (4, 2, 2, 2)
         ins = (3,) + dims[:3]
@@ -114,11 +116,14 @@ class CMNeXtBackbone(nn.Module):
             rgb, f = self.FRMs[s](rgb, f)
             outs.append(self.FFMs[s](rgb, f))
             if s < 3:
-                if self.num_modals > 1:
-                    # Faithful to the reference: ``x_.reshape(B, H, W, -1).permute(0, 3, 1, 2)`` on
-                    # maps that are already NCHW reinterprets their memory as NHWC (a channel /
-                    # pixel shuffle, not the identity). Trained reference weights depend on it.
+                if self.num_modals > 1 and self.extra_reshape == "reference":
+                    # Faithful to the reference (semseg/models/backbones/cmnext.py):
+                    # ``x_.reshape(B, H, W, -1).permute(0, 3, 1, 2)`` on maps that are already
+                    # NCHW reinterprets their memory as NHWC (a channel / pixel shuffle, not the
+                    # identity). Trained reference weights depend on it; "fixed" drops it.
                     ext = [e.reshape(b, h, w, -1).permute(0, 3, 1, 2) + f for e in ext]
+                elif self.num_modals > 1:
+                    ext = [e + f for e in ext]
                 else:
                     ext = [f]
         return outs

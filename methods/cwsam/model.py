@@ -2,7 +2,8 @@
 
 Encoder: segment_anything's ``ImageEncoderViT`` (SAM ViT-B in the ``paper`` preset), frozen, and
 run block by block by :meth:`CWSAM._encode` (patch embedding, absolute positional embedding
-(bicubically resized when the token grid differs from ``image_size / 16``), the blocks, the neck),
+(resized when the token grid differs from ``image_size / 16``, bilinearly as SAMed does by
+default: ``pos_embed_resize``; the reference only runs at 1024), the blocks, the neck),
 with three trainable additions as in the reference's ``image_encoder.py``:
 
 * a **space adapter** after attention in every block: ``y + fc2(GELU(fc1(y)))`` on the attention
@@ -15,6 +16,11 @@ with three trainable additions as in the reference's ``image_encoder.py``:
   ``lightweight_mlps[i]`` (Linear ``dim/r -> dim/r`` + GELU) and one ``shared_mlp`` (Linear
   ``dim/r -> dim``) give the prompt added to the tokens before block ``i``; ``r = 32``
   (the reference's ``scale_factor``), FFT mask a centred square of area ``0.25`` (``freq_nums``).
+  The patch embedding reaches ``embedding_generator`` in the reference's scrambled token order
+  (``init_embeddings``, image_encoder.py l. 305-306 reshapes a (B, H, W, C) tensor as (N, C, H*W)):
+  ``embedding_reshape="reference"`` (default) reproduces it, ``"fixed"`` projects each token's
+  own vector. The policy for every reference quirk is the same (docs/baselines.md): faithful by
+  default, so reference weights behave as trained, the fix as an option.
 
 The adapters are attached with forward hooks on each block's frozen ``attn`` and ``mlp``, so the
 ViT and its module names stay segment_anything's (a SAM checkpoint loads one to one) and with no
@@ -55,8 +61,12 @@ Multi-modality (the paper does not say how CWSAM is made multi-modal), option ``
 * ``"shared"``: one set of adapters and one prompt generator for all modalities; otherwise the
   same (per-modality decoding, logits averaged).
 
-Loss: the reference trains with plain ``nn.CrossEntropyLoss`` (class weights optional, none in
-its configs' default); here cross-entropy with ``ignore_index=255`` on the averaged logits.
+Loss and recipe (``recipe``, methods/recipes.py): by default the paper's common recipe, OHEM
+cross-entropy on the averaged logits. ``recipe: reference`` trains as xypu98/CWSAM does:
+``nn.CrossEntropyLoss`` (models/sam.py l. 157-164, 280), AdamW lr 2e-4 with a cosine schedule
+to 1e-7 and no warm-up, batch 1, 200 epochs. Both shipped configs set a per-class
+``loss_weight`` (l. 77) for their 5 or 10 SAR classes; those weights have no counterpart on
+DELIVER, MUSES or MCubeS, so the reference recipe's cross-entropy is unweighted.
 
 Frozen weights: a SAM checkpoint in segment_anything's format (``sam_checkpoint`` /
 :meth:`CWSAM.load_pretrained`, strict and explained) or, without one, a fixed seed
@@ -77,14 +87,18 @@ import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT, TwoWayTransformer
 from torch import nn
 
+from methods.losses import ohem_cross_entropy
+from methods.recipes import check_recipe, recipe_defaults
 from methods.cwsam.parts import BlockAdapters, ClassWiseMaskDecoder, PromptEmbeddings, PromptGenerator
-from methods.sam_vit import VIT_PRESETS, SAMViTRecipe
+from methods.sam_vit import POS_EMBED_RESIZE, VIT_PRESETS, SAMViTRecipe, resize_pos_embed
 from mlebench.data.base import DatasetInfo
 from mlebench.errors import ConfigError
 from mlebench.method import MethodOutput, SegmentationMethod, upsample_logits
 from mlebench.weights import config_from_preset, copy_strict, read_weights, sha256
 
 FUSIONS = ("separate", "shared")
+#: a reference quirk: reproduced ("reference", the default) or corrected ("fixed")
+QUIRK_POLICIES = ("reference", "fixed")
 FFT_BANDS = ("low", "high")
 SHARED_KEY = "shared"
 
@@ -114,6 +128,10 @@ class CWSAMConfig:
     fft_band: str = "low"  # what the reference's fft returns (see the module docstring)
     fusion: str = "separate"  # (choice) separate | shared
     zero_init_adapters: bool = False  # (choice, off in the reference) start as the frozen ViT
+    # the reference's token-scrambling reshape of the patch embedding (see parts.py), or "fixed"
+    embedding_reshape: str = "reference"
+    recipe: str = "paper"  # paper | reference (methods/recipes.py)
+    pos_embed_resize: str = "bilinear"  # (choice: the reference never resizes) SAMed's mode; or bicubic
     sam_checkpoint: str | None = None
     init_seed: int = 0  # seed of the frozen parts when no checkpoint is given
 
@@ -122,6 +140,15 @@ class CWSAMConfig:
             raise ConfigError(f"unknown fusion {self.fusion!r}; known: {', '.join(FUSIONS)}")
         if self.fft_band not in FFT_BANDS:
             raise ConfigError(f"unknown fft_band {self.fft_band!r}; known: {', '.join(FFT_BANDS)}")
+        if self.embedding_reshape not in QUIRK_POLICIES:
+            raise ConfigError(
+                f"unknown embedding_reshape {self.embedding_reshape!r}; known: {', '.join(QUIRK_POLICIES)}"
+            )
+        check_recipe("cwsam", self.recipe)
+        if self.pos_embed_resize not in POS_EMBED_RESIZE:
+            raise ConfigError(
+                f"unknown pos_embed_resize {self.pos_embed_resize!r}; known: {', '.join(POS_EMBED_RESIZE)}"
+            )
         if self.image_size % self.patch_size:
             raise ConfigError(f"image_size {self.image_size} is not a multiple of {self.patch_size}")
         if self.embed_dim % self.prompt_scale_factor or self.embed_dim // self.prompt_scale_factor < 1:
@@ -178,7 +205,8 @@ class CWSAM(SAMViTRecipe, SegmentationMethod):
         )
         self.prompt_generators = nn.ModuleDict(
             {
-                k: PromptGenerator(c.embed_dim, c.depth, c.prompt_scale_factor, c.patch_size, c.freq_nums, c.fft_band)
+                k: PromptGenerator(c.embed_dim, c.depth, c.prompt_scale_factor, c.patch_size, c.freq_nums, c.fft_band,
+                                   c.embedding_reshape)
                 for k in keys
             }
         )
@@ -251,11 +279,7 @@ class CWSAM(SAMViTRecipe, SegmentationMethod):
 
     # --- encode ---------------------------------------------------------------------------------
     def _pos_embed(self, h: int, w: int) -> torch.Tensor:
-        pos = self.image_encoder.pos_embed
-        if pos.shape[1:3] == (h, w):
-            return pos
-        resized = F.interpolate(pos.permute(0, 3, 1, 2), size=(h, w), mode="bicubic", align_corners=False)
-        return resized.permute(0, 2, 3, 1)
+        return resize_pos_embed(self.image_encoder.pos_embed, (h, w), self.config.pos_embed_resize)
 
     def encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         """The image embedding (B, out_chans, H/16, W/16) of one modality."""
@@ -302,7 +326,12 @@ class CWSAM(SAMViTRecipe, SegmentationMethod):
         return MethodOutput(logits=logits, embedding=embedding)
 
     def loss(self, output: MethodOutput, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(output.logits.float(), target, ignore_index=self.info.ignore_index)
+        if self.config.recipe == "reference":  # the reference's nn.CrossEntropyLoss (models/sam.py l. 157-164)
+            return F.cross_entropy(output.logits.float(), target, ignore_index=self.info.ignore_index)
+        return ohem_cross_entropy(output.logits, target, self.info.ignore_index)
+
+    def training_defaults(self) -> dict[str, Any]:
+        return recipe_defaults(self.train_defaults(self.preset), self.config.recipe, REFERENCE_RECIPE, self.preset)
 
     # --- bookkeeping ----------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, Any]:
@@ -343,6 +372,16 @@ class CWSAM(SAMViTRecipe, SegmentationMethod):
         }
         return self.sam_load_summary
 
+
+#: xypu98/CWSAM's own training (configs/fusar-sar-map*-..._lr2e4_*_e200*.yaml l. 17, 104-109;
+#: train.py l. 300/356: CosineAnnealingLR(T_max=epoch_max, eta_min=lr_min), no warm-up; AdamW's
+#: default weight decay 0.01). Its configs' per-class loss_weight is for their SAR classes and has
+#: no counterpart on DELIVER, MUSES or MCubeS: the reference recipe's CE is unweighted.
+REFERENCE_RECIPE: dict[str, dict[str, Any]] = {
+    "paper": {"batch_size": 1, "lr": 2e-4, "epochs": 200, "schedule": "cosine", "min_lr": 1e-7,
+              "warmup_fraction": 0.0},
+    "tiny": {"schedule": "cosine", "min_lr": 5e-7, "warmup_fraction": 0.0},  # min_lr / lr = 1e-7 / 2e-4
+}
 
 _SAM_PREFIXES = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
 _FRESH = ("mask_decoder.cls_upscaling.",)

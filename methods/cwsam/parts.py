@@ -54,11 +54,13 @@ def fft_filter(x: torch.Tensor, rate: float, band: str) -> torch.Tensor:
 class PromptGenerator(nn.Module):
     """Per-block prompts from the patch embedding and the FFT-filtered image (reference names)."""
 
-    def __init__(self, dim: int, depth: int, scale_factor: int, patch_size: int, freq_nums: float, band: str) -> None:
+    def __init__(self, dim: int, depth: int, scale_factor: int, patch_size: int, freq_nums: float, band: str,
+                 embedding_reshape: str = "reference") -> None:
         super().__init__()
         hidden = dim // scale_factor
         self.freq_nums = freq_nums
         self.band = band
+        self.embedding_reshape = embedding_reshape
         self.embedding_generator = nn.Linear(dim, hidden)
         self.handcrafted_generator = nn.Conv2d(3, hidden, kernel_size=patch_size, stride=patch_size)
         self.lightweight_mlps = nn.ModuleList(nn.Sequential(nn.Linear(hidden, hidden), nn.GELU()) for _ in range(depth))
@@ -69,8 +71,20 @@ class PromptGenerator(nn.Module):
         """Prompts (B, h, w, dim), one per block, for ``image`` (B, 3, H, W) and its patch
         embedding ``patches`` (B, h, w, dim)."""
         handcrafted = self.handcrafted_generator(fft_filter(image, self.freq_nums, self.band))
+        if self.embedding_reshape == "reference":
+            patches = reference_token_order(patches)
         features = handcrafted.permute(0, 2, 3, 1) + self.embedding_generator(patches)
         return [self.shared_mlp(mlp(features)) for mlp in self.lightweight_mlps]
+
+
+def reference_token_order(patches: torch.Tensor) -> torch.Tensor:
+    """The patch embedding as the reference's ``init_embeddings`` hands it on (xypu98/CWSAM
+    ``models/mmseg/models/sam/image_encoder.py`` l. 305-306): it reads ``N, C, H, W`` off a
+    permuted view but reshapes the unpermuted (B, H, W, C) tensor as (N, C, H*W) and then
+    permutes to (N, H*W, C), so token j mixes values of ~C different positions and channels.
+    Returned in (B, H, W, C) layout, token j at row-major position j, as the reference adds it."""
+    b, h, w, c = patches.shape
+    return patches.reshape(b, c, h * w).permute(0, 2, 1).reshape(b, h, w, c)
 
 
 def _reference_init(m: nn.Module) -> None:

@@ -34,10 +34,10 @@ def eval_workers(spec: RunSpec) -> int:
 
 
 def train_config(spec: RunSpec, n_train: int, method: SegmentationMethod) -> TrainConfig:
-    """The method's recipe for the preset (``train_defaults``), then the run's options: the
+    """The method's recipe for the preset (``training_defaults``), then the run's options: the
     ``train:`` section, ``--num-workers``, ``--steps`` or ``--epochs`` (epochs count the batches
     each rank is dealt under torchrun)."""
-    defaults = dict(method.train_defaults(method.preset))
+    defaults = method.training_defaults()
     recipe_epochs = defaults.pop("epochs", None)
     options = {**defaults, **spec.train_options}
     options.update(seed=spec.seed, device=spec.device)

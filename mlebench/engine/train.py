@@ -48,6 +48,25 @@ def warmup_poly_factor(step: int, total: int, warmup: int, warmup_ratio: float, 
     return (1.0 - min(progress, 1.0)) ** power
 
 
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """The learning rate at ``step`` as a fraction of ``config.lr``: the linear warm-up, then
+    ``warmup-poly`` (DELIVER's WarmupPolyLR) or ``cosine`` down to ``min_lr`` (CWSAM's
+    CosineAnnealingLR, stepped per iteration here where the reference steps per epoch)."""
+    warmup = warmup_length(config)
+    if config.schedule == "warmup-poly" or step < warmup:
+        return warmup_poly_factor(step, config.steps, warmup, config.warmup_ratio, config.power)
+    progress = min(1.0, (step - warmup) / max(1, config.steps - warmup))
+    floor = config.min_lr / config.lr
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_length(config: TrainConfig) -> int:
+    """Warm-up steps: ``warmup_steps`` when given, else ``warmup_fraction`` of the steps."""
+    if config.warmup_steps is not None:
+        return min(config.warmup_steps, config.steps)
+    return int(config.warmup_fraction * config.steps)
+
+
 class NonFiniteLoss(MlebenchError):
     """Training diverged."""
 
@@ -149,10 +168,7 @@ def train(
     # The method's own parameter groups (e.g. no weight decay on norms, another lr for a head).
     groups = method.optimizer_groups(config.lr) if hasattr(method, "optimizer_groups") else [{"params": params}]
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-    warmup = int(config.warmup_fraction * config.steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_poly_factor(s, config.steps, warmup, config.warmup_ratio, config.power)
-    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
     start = 0
     saved_step: int | None = None  # the step of the checkpoint on disk that this run wrote or resumed from
     if resume:
@@ -163,7 +179,7 @@ def train(
         torch.set_rng_state(state["rng"])
         start = saved_step = int(state["step"])
     model = torch.nn.parallel.DistributedDataParallel(method) if distributed else method
-    view = TrainingView(dataset, TrainAugment(config.crop_size, config.base_size), seed=config.seed)
+    view = TrainingView(dataset, TrainAugment(config.crop_size, config.base_size, crop_offsets=config.crop_offsets), seed=config.seed)
     batches = EpochBatches(len(view), config.batch_size, config.seed, rank, world)
     batches.start = start
     # Its own generator: creating the iterator must not draw from the global RNG (dropout's),

@@ -109,3 +109,31 @@ def test_data_loading_workers_change_nothing_and_bf16_eval_is_recorded(runs: Pro
     assert max(abs(a - b) for a, b in mious) < 5.0  # bf16 logits: close to fp32, not bit-equal
     result = CliRunner().invoke(main, ["eval", *map(str, common), "--checkpoint", str(r["ckpt"]), "--num-workers", "-1"])
     assert result.exit_code == 2 and "--num-workers" in result.output
+
+
+def test_a_reference_recipe_from_the_command_line(root: Path, tmp_path: Path):
+    """``-o recipe=reference`` trains CWSAM by its reference's schedule and loss; the run records
+    both; a bad recipe or a bad augmentation option is one line naming it, and nothing is stored."""
+    db = tmp_path / "r.sqlite"
+    common = ["--data-root", str(root), "--results", str(db), "--steps", "2", "--weights", "none",
+              "--protocol", "full", "--method", "cwsam"]
+    config = tmp_path / "c.yaml"
+    config.write_text("train: {batch_size: 2, crop_size: 32, crop_offsets: exact}\n")
+    result = CliRunner().invoke(main, ["run", *common, "-o", "recipe=reference", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    stored = ResultsStore(db).runs().config[0]
+    assert stored["method"]["recipe"] == "reference"
+    assert (stored["train"]["schedule"], stored["train"]["min_lr"], stored["train"]["warmup_fraction"]) == (
+        "cosine", 5e-7, 0.0)
+    assert stored["train"]["crop_offsets"] == "exact"
+    for option, config_text, needle in (
+        (["-o", "recipe=deliver"], "train: {}\n", "cwsam: unknown recipe 'deliver'; known: paper, reference"),
+        ([], "train: {crop_offsets: loose}\n", "crop_offsets"),
+        ([], "train: {schedule: step}\n", "schedule"),
+    ):
+        config.write_text(config_text)
+        bad = CliRunner().invoke(main, ["run", *common, *option, "--config", str(config)])
+        assert bad.exit_code == 1 and isinstance(bad.exception, SystemExit), bad.output
+        lines = [line for line in bad.output.splitlines() if line.startswith("Error:")]
+        assert len(lines) == 1 and needle in lines[0], bad.output
+    assert len(ResultsStore(db).runs()) == 1  # the refused runs stored nothing

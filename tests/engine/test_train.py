@@ -75,6 +75,36 @@ def test_training_steps_follow_the_schedule(synthetic_root: Path, monkeypatch: p
     assert len(logged) == 2
 
 
+def test_cosine_schedule_and_warmup_steps(synthetic_root: Path, monkeypatch: pytest.MonkeyPatch):
+    """``schedule: cosine`` (CWSAM's CosineAnnealingLR to ``min_lr``, per step), and a warm-up
+    given in steps (SAMed's 250 iterations) instead of a fraction."""
+    ds = load_dataset("synthetic", synthetic_root, "train", ["rgb"])
+    used: list[float] = []
+    real_step = torch.optim.AdamW.step
+
+    def recording(self, *args, **kwargs):
+        used.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording)
+    config = TrainConfig(steps=12, batch_size=2, crop_size=32, lr=0.5, schedule="cosine", min_lr=0.01,
+                         warmup_fraction=0.0, log_every=10)
+    train(_Probe(["rgb"]), ds, config)
+    # torch's own CosineAnnealingLR, stepped once per step with T_max = 12, gives the same rates
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(()))], lr=0.5)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=12, eta_min=0.01)
+    expected = []
+    for _ in range(12):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        cosine.step()
+    assert used == pytest.approx(expected)
+    used.clear()
+    train(_Probe(["rgb"]), ds, TrainConfig(steps=10, batch_size=2, crop_size=32, lr=1.0, warmup_steps=4,
+                                           warmup_fraction=0.5, warmup_ratio=0.25, power=1.0, log_every=10))
+    assert used == pytest.approx([0.25, 0.4375, 0.625, 0.8125] + [1 - s / 6 for s in range(6)])
+
+
 class _Checkpointable(_Probe):
     """The probe with what checkpoints need, and a loss that can 'kill' the run at a call."""
 

@@ -12,6 +12,8 @@ import torch
 import methods.cmnext  # noqa: F401  (registers "cmnext")
 from methods.cmnext import CMNeXt
 from methods.cmnext import build_cmnext as _build_cmnext
+from methods.cmnext.model import REFERENCE_RECIPE
+from methods.recipes import recipe_defaults
 from mlebench.data import dataset_info, load_dataset
 from mlebench.errors import ConfigError
 
@@ -188,10 +190,19 @@ def test_training_steps_lower_the_loss():
 
 
 def test_train_and_eval_defaults():
+    """The paper's common recipe by default; ``recipe: reference`` is DELIVER's own: batch 2 per
+    GPU on 4 GPUs, lr 6e-5, 200 epochs with 10 warm-up epochs."""
     assert CMNeXt.train_defaults("tiny") == {"steps": 500, "batch_size": 8, "crop_size": 128,
                                              "base_size": 256, "lr": 1e-3}
-    assert CMNeXt.train_defaults("paper") == {"batch_size": 2, "crop_size": 1024, "base_size": 1024,
-                                              "lr": 6e-5, "amp": True, "epochs": 100}
+    assert CMNeXt.train_defaults("paper") == {"batch_size": 6, "crop_size": 1024, "base_size": 1024,
+                                              "lr": 1e-4, "amp": True, "epochs": 100}
+    assert recipe_defaults(CMNeXt.train_defaults("paper"), "reference", REFERENCE_RECIPE, "paper") == {
+        "batch_size": 8, "crop_size": 1024, "base_size": 1024, "lr": 6e-5, "amp": True, "epochs": 200,
+        "warmup_fraction": 0.05}
+    tiny = build_cmnext(INFO, ["rgb", "depth"], "tiny", recipe="reference")
+    assert tiny.training_defaults() == {**CMNeXt.train_defaults("tiny"), "warmup_fraction": 0.05}
+    with pytest.raises(ConfigError, match="cmnext: unknown recipe 'deliver'; known: paper, reference"):
+        build_cmnext(INFO, ["rgb"], "tiny", recipe="deliver")
     assert CMNeXt.eval_size("tiny") is None and CMNeXt.eval_size("paper") == 1024
     assert CMNeXt.versioned_packages == () and CMNeXt.size_multiple == 32
 
@@ -284,3 +295,21 @@ def test_builder_errors():
     assert model.rgb_modality == "rgb" and model.extra_modalities == ("depth",)
     with pytest.raises(ConfigError):
         model.encode("rgb", torch.zeros(1, 1, 32, 32))
+
+
+def test_the_reference_reshape_between_stages_is_kept_and_the_fix_is_an_option():
+    """With two or more extra modalities the reference reinterprets NCHW maps as NHWC between
+    stages; ``extra_reshape: fixed`` adds the maps as they are. One extra modality: no reshape."""
+    x = [torch.randn(1, 3, 64, 64) for _ in range(3)]
+    for mods, differs in ((["rgb", "depth", "event"], True), (["rgb", "depth"], False)):
+        torch.manual_seed(0)
+        reference = build_cmnext(INFO, mods, "tiny").eval()
+        fixed = build_cmnext(INFO, mods, "tiny", extra_reshape="fixed").eval()
+        fixed.load_state_dict(reference.state_dict())
+        with torch.no_grad():
+            a = reference.backbone(x[: len(mods)])
+            b = fixed.backbone(x[: len(mods)])
+        assert torch.equal(a[0], b[0])  # stage 1 runs before the first reshape
+        assert (not torch.allclose(a[-1], b[-1])) == differs
+    with pytest.raises(ConfigError, match="unknown extra_reshape 'nhwc'; known: reference, fixed"):
+        build_cmnext(INFO, ["rgb"], "tiny", extra_reshape="nhwc")

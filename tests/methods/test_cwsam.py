@@ -12,6 +12,11 @@ from segment_anything import sam_model_registry
 import methods.cwsam  # noqa: F401  (registers "cwsam"; methods/__init__ does not import it yet)
 from mlebench.registry import build_method
 from methods.cwsam import CWSAM, fft_filter
+from methods.cwsam.model import REFERENCE_RECIPE
+from methods.cwsam.parts import reference_token_order
+from methods.losses import ohem_cross_entropy
+from methods.recipes import recipe_defaults
+from mlebench.method import MethodOutput
 from mlebench.data.deliver import DELIVER_INFO
 from mlebench.engine.checkpoint import load_checkpoint, save_checkpoint
 from mlebench.errors import ConfigError
@@ -127,7 +132,8 @@ def test_decode_of_every_subset_is_the_mean_of_single_modality_logits():
 
 
 def test_training_steps_lower_the_loss():
-    model = _tiny(("rgb", "depth")).train()
+    # plain cross-entropy (recipe: reference) falls step by step here; OHEM's kept set moves
+    model = _tiny(("rgb", "depth"), recipe="reference").train()
     torch.manual_seed(2)
     x = {m: torch.randn(2, 3, 64, 64) for m in ("rgb", "depth")}
     target = torch.zeros(2, 64, 64, dtype=torch.long)
@@ -225,15 +231,59 @@ def test_interface_and_options():
         model.encode("depth", torch.zeros(1, 3, 64, 64))
 
 
-def test_other_input_sizes_resize_the_positional_embedding_bicubically():
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_other_input_sizes_resize_the_positional_embedding(mode):
+    """Bilinearly by default, as SAMed (the reference never runs at another size); bicubic as an option."""
     import copy
 
-    model = _tiny(("rgb",), zero_init_adapters=True)
+    model = _tiny(("rgb",), zero_init_adapters=True, **({} if mode == "bilinear" else {"pos_embed_resize": mode}))
     with torch.no_grad():
         model.image_encoder.pos_embed.normal_()  # segment_anything initialises it to zeros
     vit = copy.deepcopy(model.image_encoder)  # 256 px positional embedding (16 x 16 tokens)
-    pos = F.interpolate(vit.pos_embed.permute(0, 3, 1, 2), size=(8, 6), mode="bicubic", align_corners=False)
+    pos = F.interpolate(vit.pos_embed.permute(0, 3, 1, 2), size=(8, 6), mode=mode, align_corners=False)
     vit.pos_embed = torch.nn.Parameter(pos.permute(0, 2, 3, 1))
     x = torch.randn(1, 3, 128, 96)
     with torch.no_grad():
         torch.testing.assert_close(model.encode("rgb", x), vit(x), atol=1e-6, rtol=0)
+
+
+def test_the_embedding_prompt_keeps_the_references_token_order_by_default():
+    """xypu98/CWSAM image_encoder.py l. 305-306: ``x.reshape(N, C, H*W).permute(0, 2, 1)`` on a
+    (B, H, W, C) tensor. Element [n, j, c] of that is element c * H*W + j of the flattened
+    (H, W, C) memory: built here from flat indices instead of reshapes."""
+    b, h, w, c = 2, 3, 4, 5
+    patches = torch.randn(b, h, w, c)
+    flat = patches.reshape(b, -1)
+    j = torch.arange(h * w)[:, None]
+    ch = torch.arange(c)[None, :]
+    expected = flat[:, ch * h * w + j].reshape(b, h, w, c)
+    assert torch.equal(reference_token_order(patches), expected)
+    assert not torch.equal(expected, patches)
+    image = torch.randn(1, 3, 64, 64)
+    tokens = torch.randn(1, 4, 4, 96)
+    reference, fixed = _tiny(("rgb",)), _tiny(("rgb",), embedding_reshape="fixed")
+    gen_ref, gen_fixed = reference.prompt_generators["rgb"], fixed.prompt_generators["rgb"]
+    gen_fixed.load_state_dict(gen_ref.state_dict())
+    with torch.no_grad():
+        want = gen_fixed(image, reference_token_order(tokens))  # the fix, fed the scrambled tokens
+        assert all(torch.equal(a, b) for a, b in zip(gen_ref(image, tokens), want))
+        assert not torch.allclose(gen_fixed(image, tokens)[0], want[0])
+    with pytest.raises(ConfigError, match="unknown embedding_reshape 'tidy'; known: reference, fixed"):
+        _tiny(("rgb",), embedding_reshape="tidy")
+
+
+def test_recipes_paper_ohem_and_reference_cross_entropy():
+    model, reference = _tiny(("rgb",)), _tiny(("rgb",), recipe="reference")
+    k = DELIVER_INFO.num_classes
+    logits, target = torch.randn(2, k, 16, 16), torch.randint(0, k, (2, 16, 16))
+    target[0, 0] = 255
+    out = MethodOutput(logits=logits, embedding=torch.zeros(1))
+    torch.testing.assert_close(model.loss(out, target), ohem_cross_entropy(logits, target), atol=0, rtol=0)
+    torch.testing.assert_close(reference.loss(out, target), F.cross_entropy(logits, target, ignore_index=255),
+                               atol=0, rtol=0)
+    assert model.training_defaults() == CWSAM.train_defaults("tiny")
+    assert reference.training_defaults() == {**CWSAM.train_defaults("tiny"), "schedule": "cosine", "min_lr": 5e-7,
+                                             "warmup_fraction": 0.0}
+    assert recipe_defaults(CWSAM.train_defaults("paper"), "reference", REFERENCE_RECIPE, "paper") == {
+        "batch_size": 1, "crop_size": 1024, "base_size": 1024, "lr": 2e-4, "amp": True, "epochs": 200,
+        "schedule": "cosine", "min_lr": 1e-7, "warmup_fraction": 0.0}

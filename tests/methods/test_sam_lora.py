@@ -15,6 +15,7 @@ from segment_anything.modeling import ImageEncoderViT
 
 import methods.sam_lora  # noqa: F401  (registers "sam-lora"; methods/__init__.py does not yet)
 from mlebench.registry import build_method
+from methods.losses import ce_dice_loss, dice_loss, ohem_cross_entropy
 from methods.sam_lora import SAMLoRA, class_logits
 from mlebench.data.deliver import DELIVER_INFO
 from mlebench.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -64,11 +65,11 @@ def test_zero_b_is_the_frozen_vit_at_native_and_other_sizes():
         assert torch.equal(ours, want)
         assert ours.shape == (2, 64, 16, 16)
         # Another size: a ViT built for 128 px, its absolute positional embedding resized
-        # bicubically and the global blocks' relative ones linearly (as SAM's get_rel_pos does).
+        # bilinearly (SAMed) and the global blocks' relative ones linearly (SAM's get_rel_pos).
         small = _vanilla_vit(model, 128)
         state = model.image_encoder.state_dict()
         state["pos_embed"] = F.interpolate(
-            state["pos_embed"].permute(0, 3, 1, 2), size=(8, 8), mode="bicubic", align_corners=False
+            state["pos_embed"].permute(0, 3, 1, 2), size=(8, 8), mode="bilinear", align_corners=False
         ).permute(0, 2, 3, 1)
         for i in model.config.global_attn_indexes:
             for axis in ("h", "w"):
@@ -322,3 +323,115 @@ def test_options_defaults_and_errors():
     a, b = _tiny(("rgb",)), _tiny(("rgb",))
     assert torch.equal(a.image_encoder.pos_embed, b.image_encoder.pos_embed)
     assert not torch.equal(a.image_encoder.pos_embed, _tiny(("rgb",), init_seed=1).image_encoder.pos_embed)
+
+
+def _samed_load_from(model: SAMLoRA, grid: tuple[int, int]) -> ImageEncoderViT:
+    """A plain segment_anything ViT carrying the model's frozen weights resized as SAMed's
+    ``load_from`` does at load time (build_sam.py l. 147-160: ``pos_embed`` bilinearly, the global
+    blocks' ``rel_pos`` tables bilinearly over (length, head_dim)), extended to a non-square grid:
+    each axis's table to its own ``2 * size - 1``."""
+    vit = _vanilla_vit(model, model.config.image_size)
+    state = model.image_encoder.state_dict()
+    vit.load_state_dict(state)
+    pos = F.interpolate(state["pos_embed"].permute(0, 3, 1, 2), grid, mode="bilinear", align_corners=False)
+    vit.pos_embed = torch.nn.Parameter(pos.permute(0, 2, 3, 1))
+    for i in model.config.global_attn_indexes:
+        attn = vit.blocks[i].attn
+        for axis, size in zip(("h", "w"), grid):
+            table = getattr(attn, f"rel_pos_{axis}")
+            resized = F.interpolate(table[None, None], (2 * size - 1, table.shape[1]), mode="bilinear",
+                                    align_corners=False)[0, 0]
+            setattr(attn, f"rel_pos_{axis}", torch.nn.Parameter(resized))
+    return vit.eval()
+
+
+def test_a_non_square_grid_is_resized_as_samed_does_at_load_time():
+    """MUSES' 1824x1024 frames: a 114x64 token grid, neither square nor the 16x16 of image_size."""
+    torch.manual_seed(0)
+    model = _tiny(("rgb",))
+    x = torch.randn(1, 3, 1024, 1824)
+    with torch.no_grad():
+        ours = model.encode("rgb", x)
+        assert ours.shape == (1, 64, 64, 114)
+        torch.testing.assert_close(ours, _samed_load_from(model, (64, 114))(x), atol=2e-5, rtol=0)
+        # bicubic (the option; this suite's default before) is another embedding
+        bicubic = _tiny(("rgb",), pos_embed_resize="bicubic").encode("rgb", x)
+        assert not torch.allclose(bicubic, ours, atol=1e-3)
+    with pytest.raises(ConfigError, match="unknown pos_embed_resize 'area'; known: bilinear, bicubic"):
+        _tiny(("rgb",), pos_embed_resize="area")
+
+
+def _train_step_grads(model: SAMLoRA, batch: dict, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    model.train().zero_grad()
+    model.loss(model(batch), target).backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_separate_training_gives_each_modality_its_own_loss():
+    """``training: separate``: the loss is the mean of each modality's own loss, so the RGB LoRA's
+    gradient does not depend on the depth input; ``joint`` (the mean of logits) does."""
+    torch.manual_seed(0)
+    batch = {m: torch.randn(2, 3, 64, 64) for m in ("rgb", "depth")}
+    other = {"rgb": batch["rgb"], "depth": torch.randn(2, 3, 64, 64)}
+    target = torch.randint(0, K, (2, 64, 64))
+    grads = {}
+    for mode in ("separate", "joint"):
+        model = _tiny(("rgb", "depth"), training=mode)
+        _randomise_lora_b(model)
+        a, b = _train_step_grads(model, batch, target), _train_step_grads(model, other, target)
+        grads[mode] = [(a[n], b[n]) for n in a if n.startswith("lora.")]
+        model.train()
+        out = model(batch)
+        if mode == "separate":
+            singles = [model.decode({m: model.encode(m, batch[m])}, (64, 64)).logits for m in ("rgb", "depth")]
+            for mine, single in zip(out.per_modality, singles):
+                torch.testing.assert_close(mine, single, atol=1e-5, rtol=0)
+            by_hand = sum(ohem_cross_entropy(s, target) for s in singles) / 2
+            torch.testing.assert_close(model.loss(out, target), by_hand, atol=1e-6, rtol=0)
+        else:
+            assert out.per_modality is None
+        assert model.lora.modalities.index("rgb") == 0
+
+    def rgb_only(pairs):  # the experts' tensors are stacked over modalities: RGB's is index 0
+        return [(ga[0], gb[0]) for ga, gb in pairs]
+
+    assert all(torch.allclose(ga, gb, atol=1e-7) for ga, gb in rgb_only(grads["separate"]))
+    assert not all(torch.allclose(ga, gb, atol=1e-7) for ga, gb in rgb_only(grads["joint"]))
+    with pytest.raises(ConfigError, match="unknown training 'alone'; known: joint, separate"):
+        _tiny(("rgb",), training="alone")
+
+
+def _samed_dice(logits: torch.Tensor, target: torch.Tensor, ignore: int = 255) -> torch.Tensor:
+    """SAMed's DiceLoss (utils.py), class by class, on the valid pixels picked out by indexing."""
+    probs = logits.softmax(1).permute(0, 2, 3, 1)[target != ignore]  # (N, K)
+    labels = target[target != ignore]
+    losses = []
+    for k in range(logits.shape[1]):
+        score, truth = probs[:, k], (labels == k).float()
+        intersect = (score * truth).sum()
+        losses.append(1 - (2 * intersect + 1e-5) / ((score * score).sum() + (truth * truth).sum() + 1e-5))
+    return sum(losses) / len(losses)
+
+
+def test_reference_recipe_is_sameds_ce_plus_dice():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 12, 12)
+    target = torch.randint(0, 5, (2, 12, 12))
+    target[0, :3] = 255
+    torch.testing.assert_close(dice_loss(logits, target), _samed_dice(logits, target), atol=1e-6, rtol=0)
+    want = 0.2 * F.cross_entropy(logits, target, ignore_index=255) + 0.8 * _samed_dice(logits, target)
+    torch.testing.assert_close(ce_dice_loss(logits, target), want, atol=1e-6, rtol=0)
+    model = _tiny(("rgb",), recipe="reference")
+    batch = {"rgb": torch.randn(1, 3, 64, 64)}
+    target = torch.randint(0, K, (1, 64, 64))
+    out = model.train()(batch)
+    torch.testing.assert_close(model.loss(out, target), ce_dice_loss(out.logits, target), atol=1e-6, rtol=0)
+    paper = _tiny(("rgb",))
+    torch.testing.assert_close(paper.loss(out, target), ohem_cross_entropy(out.logits, target), atol=1e-6, rtol=0)
+    assert model.training_defaults() == {**paper.training_defaults(), "weight_decay": 0.1, "warmup_ratio": 1 / 250}
+    big = build_method("sam-lora", DELIVER_INFO, ("rgb",), "paper", sam_checkpoint=None, recipe="reference",
+                       depth=1, global_attn_indexes=(0,))
+    assert big.training_defaults() == {"batch_size": 24, "crop_size": 1024, "base_size": 1024, "lr": 5e-3, "amp": True,
+                                       "epochs": 200, "weight_decay": 0.1, "warmup_steps": 250, "warmup_ratio": 1 / 250}
+    with pytest.raises(ConfigError, match="sam-lora: unknown recipe 'samed'; known: paper, reference"):
+        _tiny(("rgb",), recipe="samed")
