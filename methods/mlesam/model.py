@@ -96,6 +96,9 @@ class MLESAMConfig:
     # g trained by an extra OHEM term on the combined prediction with both pathways detached
     aux_combine: str = "mean"
     aux_output_weight: float = 0.5  # (choice) w of "mean", and where "learned" starts
+    # (choice) the learned gate's learning rate as a multiple of lr, without weight decay: at lr
+    # 1e-3 Adam moves one scalar by about 1e-3 a step, too slow for w to leave 0.5 in 500 steps
+    aux_gate_lr_scale: float = 100.0
     main_loss_weight: float = 1.0  # lambda_1 (choice)
     aux_loss_weight: float = 0.4  # lambda_2 (choice, mmseg's usual auxiliary weight)
     ohem_thresh: float = 0.7
@@ -131,6 +134,8 @@ class MLESAMConfig:
         if self.aux_combine == "learned" and not 0.0 < self.aux_output_weight < 1.0:
             raise ConfigError(f"aux_combine learned starts at aux_output_weight {self.aux_output_weight}: "
                               "it must be in (0, 1)")
+        if self.aux_gate_lr_scale <= 0:
+            raise ConfigError(f"aux_gate_lr_scale {self.aux_gate_lr_scale} must be > 0")
         if not 0.0 <= self.aux_output_weight <= 1.0:
             raise ConfigError(f"aux_output_weight {self.aux_output_weight} is not in [0, 1]")
 
@@ -334,6 +339,15 @@ class MLESAM(SegmentationMethod):
     def stand_in_state(self) -> dict[str, torch.Tensor]:
         """A SAM2-format state dict (sam2's key names), as ``sam2_checkpoint`` reads it."""
         return {k: v.detach().clone() for k, v in self.state_dict().items() if k.startswith(SAM2_PREFIXES)}
+
+    def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Every trainable parameter at ``lr``; the learned combination's gate (if any) at
+        ``aux_gate_lr_scale * lr`` and without weight decay (decay would pull w back to 0.5)."""
+        rest = [p for p in self.parameters() if p.requires_grad and p is not self.aux_gate]
+        groups: list[dict[str, Any]] = [{"params": rest, "lr": lr}]
+        if self.aux_gate is not None:
+            groups.append({"params": [self.aux_gate], "lr": lr * self.config.aux_gate_lr_scale, "weight_decay": 0.0})
+        return groups
 
     def parameter_groups(self) -> dict[str, Any]:
         groups: dict[str, Any] = {f"lora.{m}": self.lora.parameters_of(m) for m in self.modalities}

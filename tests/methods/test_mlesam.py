@@ -271,6 +271,10 @@ def test_aux_combinations_main_and_learned():
     (ohem_cross_entropy(out.main_logits, target) + 0.4 * ohem_cross_entropy(out.aux_logits, target)).backward()
     torch.testing.assert_close(learned.aux_head.predict.weight.grad, reference.aux_head.predict.weight.grad)
     assert learned.parameter_report()["parts"]["aux_gate"] == 1
+    groups = learned.optimizer_groups(1e-3)  # the gate at 100 x lr, no weight decay; the rest at lr
+    assert [(len(g["params"]), g["lr"], g.get("weight_decay")) for g in groups][1] == (1, pytest.approx(0.1), 0.0)
+    assert groups[1]["params"][0] is learned.aux_gate and all(p is not learned.aux_gate for p in groups[0]["params"])
+    assert sum(len(g["params"]) for g in groups) == sum(1 for p in learned.parameters() if p.requires_grad)
     with pytest.raises(ConfigError, match="unknown aux_combine 'max'; known: mean, main, learned"):
         make_config("tiny", aux_combine="max")
     with pytest.raises(ConfigError, match="aux_combine learned starts at aux_output_weight 1.0"):
