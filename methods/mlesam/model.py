@@ -90,11 +90,12 @@ class MLESAMConfig:
     aux_head: bool = True
     aux_embed_dim: int = 32  # (choice) matches Tab. V's +0.02M for the head
     aux_dropout: float = 0.1  # (choice)
-    # (choice) how the prediction combines the two pathways (docs/mlesam.md, measured):
-    # mean: (1 - w) main + w aux with w = aux_output_weight; main: the main pathway alone (the aux
-    # head only adds its loss in training, as mmseg's auxiliary heads); learned: w = sigmoid(g),
-    # g trained by an extra OHEM term on the combined prediction with both pathways detached
-    aux_combine: str = "mean"
+    # (choice) how the prediction combines the two pathways (docs/mlesam.md, measured): learned:
+    # (1 - w) main + w aux with w = sigmoid(g), g trained by an extra OHEM term on the combined
+    # prediction with both pathways detached; mean: w fixed at aux_output_weight (0.5 until
+    # issue 21: it lost to the no-aux ablation); main: the main pathway alone (the aux head only
+    # adds its loss in training, as mmseg's auxiliary heads)
+    aux_combine: str = "learned"
     aux_output_weight: float = 0.5  # (choice) w of "mean", and where "learned" starts
     # (choice) the learned gate's learning rate as a multiple of lr, without weight decay: at lr
     # 1e-3 Adam moves one scalar by about 1e-3 a step, too slow for w to leave 0.5 in 500 steps

@@ -68,7 +68,8 @@ def test_params_text_and_bad_options():
         "fusion": millions(TINY_FUSION),
         "decoder": millions(TINY_DECODER),
         "aux_head": millions(TINY_AUX),
-        "trainable": millions(4 * TINY_LORA + TINY_FUSION + TINY_DECODER + TINY_AUX),
+        "aux_gate": millions(1),  # the learned combination's weight (aux_combine: learned)
+        "trainable": millions(4 * TINY_LORA + TINY_FUSION + TINY_DECODER + TINY_AUX + 1),
         "frozen": lines["frozen"],
         "total": lines["total"],
     }

@@ -227,7 +227,7 @@ def test_ohem_keeps_the_n_min_largest_losses_by_hand():
 
 
 def test_losses_and_backward_reach_lora_and_router():
-    model = _tiny()
+    model = _tiny(aux_combine="mean")  # Eq. 14 alone (learned adds a term: test_aux_combinations_...)
     model.train()
     x = {m: torch.randn(2, 3, 64, 64) for m in MODALITIES}
     target = torch.randint(0, 25, (2, 64, 64))
@@ -247,7 +247,7 @@ def test_aux_combinations_main_and_learned():
     ``learned``: w = sigmoid(gate), and only the gate learns from the combined prediction's loss."""
     x = {m: torch.randn(2, 3, 64, 64) for m in MODALITIES}
     target = torch.randint(0, 25, (2, 64, 64))
-    mean = _tiny()
+    mean = _tiny(aux_combine="mean")
     main = _tiny(aux_combine="main")
     main.load_state_dict(mean.state_dict())  # the same weights: only the combination differs
     with torch.no_grad():
@@ -283,7 +283,7 @@ def test_aux_combinations_main_and_learned():
 
 def _aux_only(model, x):
     """The auxiliary pathway's logits at the input size (eval mode), via aux_output_weight 1."""
-    aux = _tiny(aux_output_weight=1.0)
+    aux = _tiny(aux_combine="mean", aux_output_weight=1.0)
     aux.load_state_dict(model.state_dict())
     return aux.eval()(x).logits
 
@@ -341,9 +341,10 @@ def test_parameter_report_for_the_paper_preset():
                + (256 * 64 + 64) + 25 * (2 * (256 * 256 + 256) + 256 * 32 + 32))
     aux = (257 + 65 + 33) * 32 + 96 * 32 + 2 * 32 + 32 * 25 + 25
     assert (fusion, decoder, aux) == (71_008, 3_600_224, 15_321)
-    assert report["parts"] == {"lora.rgb": 1_326_080, "fusion": fusion, "decoder": decoder, "aux_head": aux}
+    assert report["parts"] == {"lora.rgb": 1_326_080, "fusion": fusion, "decoder": decoder, "aux_head": aux,
+                               "aux_gate": 1}  # the learned combination's weight
     # Tab. IV: 5.2M trainable for one modality (ours: 5.01M).
-    assert report["trainable"] == 1_326_080 + fusion + decoder + aux == 5_012_633
+    assert report["trainable"] == 1_326_080 + fusion + decoder + aux + 1 == 5_012_634
     four = build_method("mlesam", DELIVER_INFO, MODALITIES, "paper").parameter_report()
     assert four["trainable"] - report["trainable"] == 3 * 1_326_080
     assert four["frozen"] == report["frozen"]
