@@ -54,9 +54,8 @@ class _Probe(torch.nn.Module):
         return self.weight * 0.0 + (self.weight - 3.0) ** 2
 
 
-def test_training_steps_follow_the_schedule(synthetic_root: Path, monkeypatch: pytest.MonkeyPatch):
-    """The learning rate each optimizer step uses: lr x warmup_poly_factor(step), from step 0."""
-    ds = load_dataset("synthetic", synthetic_root, "train", ["rgb"])
+def _recorded_learning_rates(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """A list that gets the learning rate of every AdamW step from now on."""
     used: list[float] = []
     real_step = torch.optim.AdamW.step
 
@@ -65,6 +64,13 @@ def test_training_steps_follow_the_schedule(synthetic_root: Path, monkeypatch: p
         return real_step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", recording)
+    return used
+
+
+def test_training_steps_follow_the_schedule(synthetic_root: Path, monkeypatch: pytest.MonkeyPatch):
+    """The learning rate each optimizer step uses: lr x warmup_poly_factor(step), from step 0."""
+    ds = load_dataset("synthetic", synthetic_root, "train", ["rgb"])
+    used = _recorded_learning_rates(monkeypatch)
     config = TrainConfig(steps=20, batch_size=2, crop_size=32, lr=0.5, warmup_fraction=0.2,
                          warmup_ratio=0.1, power=0.9, log_every=10)
     logged = train(_Probe(["rgb"]), ds, config)
@@ -79,14 +85,7 @@ def test_cosine_schedule_and_warmup_steps(synthetic_root: Path, monkeypatch: pyt
     """``schedule: cosine`` (CWSAM's CosineAnnealingLR to ``min_lr``, per step), and a warm-up
     given in steps (SAMed's 250 iterations) instead of a fraction."""
     ds = load_dataset("synthetic", synthetic_root, "train", ["rgb"])
-    used: list[float] = []
-    real_step = torch.optim.AdamW.step
-
-    def recording(self, *args, **kwargs):
-        used.append(self.param_groups[0]["lr"])
-        return real_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", recording)
+    used = _recorded_learning_rates(monkeypatch)
     config = TrainConfig(steps=12, batch_size=2, crop_size=32, lr=0.5, schedule="cosine", min_lr=0.01,
                          warmup_fraction=0.0, log_every=10)
     train(_Probe(["rgb"]), ds, config)
