@@ -40,7 +40,7 @@ test: $(STAMP)
 # reports/example/sweep.yaml — MLE-SAM and its no-auxiliary-head variant trained as `make run` does
 # (500 steps), evaluated under every protocol (noise at the paper's two settings); the baselines
 # SAM-LoRA, CWSAM and CMNeXt trained the same way and evaluated under missing-modality and full —
-# then rendered. About 30 minutes on 2 CPU cores; run it again and only what is missing runs.
+# then rendered. About an hour on 2 CPU cores (56 minutes after issue 21); run it again and only what is missing runs.
 example-report: $(STAMP)
 	mkdir -p runs/example $(EXAMPLE)
 	$(BIN)/mlebench sweep $(EXAMPLE)/sweep.yaml --executor local --results $(EXAMPLE_DB) --folder runs/example/sweep
